@@ -15,6 +15,7 @@ from pydantic import (
     AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator,
 )
 
+from . import windows
 from .model import ChangeClass
 from .nodeset import HostlistError, expand
 
@@ -188,12 +189,87 @@ class VerifySettings(Section):
 
 # --- windows / notify / metrics ----------------------------------------------------------------
 
+def _checked(parse, normalise=str):
+    """An AfterValidator running a windows.parse_* function (its ValueError is the message)."""
+    def check(value: Any) -> Any:
+        parse(value)
+        return normalise(value)
+    return AfterValidator(check)
+
+
+def _blackout_text(value: Any) -> str:
+    first, last = windows.parse_blackout(value)
+    return first.isoformat() if first == last else f"{first.isoformat()}..{last.isoformat()}"
+
+
+def _window_start(value: Any) -> str:
+    if windows.parse_clock(value) >= 24 * 60:
+        raise ValueError("a window cannot start at 24:00 (use '00:00')")
+    return str(value).strip()
+
+
+ClockTime = Annotated[Any, _checked(windows.parse_clock, lambda v: str(v).strip())]
+Blackout = Annotated[Any, _checked(windows.parse_blackout, _blackout_text)]
+Days = Annotated[Union[str, list[str]], _checked(windows.parse_days, lambda v: v)]
+TimeZone = Annotated[str, _checked(windows.parse_zone)]
+
+
+class WindowSpanSettings(Section):
+    days: Days = "daily"  # mon-fri | sat,sun | fri-mon | daily, or a list
+    start: Annotated[Any, AfterValidator(_window_start)]  # 'HH:MM' local time
+    end: ClockTime  # 'HH:MM'; not after start: the window ends the next day
+
+
+class ClassWindowSettings(Section):
+    timezone: TimeZone | None = None  # None: windows.timezone
+    open: list[WindowSpanSettings] | None = None  # None: any time (outside blackouts)
+    blackout: list[Blackout] = Field(default_factory=list)  # 'YYYY-MM-DD' or 'A..B' (inclusive)
+
+
+class WindowsSettings(Section):
+    timezone: TimeZone = "UTC"
+    blackout: list[Blackout] = Field(default_factory=list)  # for every class
+    hot: ClassWindowSettings = ClassWindowSettings()
+    drain: ClassWindowSettings = ClassWindowSettings()
+
+
+class SlackSettings(Section):
+    """Secrets never live in the YAML: a file (relative names: $CREDENTIALS_DIRECTORY) or env."""
+
+    mode: Literal["bot", "webhook"] = "bot"
+    channel: str = ""  # bot mode: channel id (C0123...) or #name
+    token_file: str = ""  # bot token file; a relative name is looked up in $CREDENTIALS_DIRECTORY
+    token_env: str = "SLACK_BOT_TOKEN"  # used when token_file is empty
+    webhook_url_file: str = ""  # webhook mode: file holding the incoming-webhook URL
+    webhook_url_env: str = "SLACK_WEBHOOK_URL"
+    base_url: str = ""  # Web API base; empty: https://slack.com/api/
+    mention: str = ""  # user group id (S0123...) mentioned on events that need a human
+    timeout: float = Field(10.0, gt=0)  # per HTTP request
+    retry_seconds: float = Field(300.0, ge=0)  # keep retrying a message this long, then drop it
+    queue_size: int = Field(1000, ge=1)  # messages waiting beyond this are dropped (logged)
+
+    @model_validator(mode="after")
+    def _needs_channel(self) -> "SlackSettings":
+        if self.mode == "bot" and not self.channel:
+            raise ValueError("channel: required in bot mode")
+        return self
+
+
 class NotifySettings(Section):
     log: bool = True
+    slack: SlackSettings | None = None  # absent: no Slack
+
+
+def _listen_address(value: str) -> str:
+    if value:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"expected host:port such as '127.0.0.1:9105', got {value!r}")
+    return value
 
 
 class MetricsSettings(Section):
-    listen: str = ""  # host:port of the Prometheus endpoint; empty: off
+    listen: Annotated[str, AfterValidator(_listen_address)] = ""  # host:port; empty: off
 
 
 # --- control -----------------------------------------------------------------------------------
@@ -215,6 +291,7 @@ class Settings(Section):
     apply: ApplySettings = ApplySettings()
     reboot: RebootSettings = RebootSettings()
     verify: VerifySettings = VerifySettings()
+    windows: WindowsSettings = WindowsSettings()
     notify: NotifySettings = NotifySettings()
     metrics: MetricsSettings = MetricsSettings()
     control: ControlSettings = ControlSettings()
