@@ -31,6 +31,7 @@ REGISTRY: dict[str, dict[str, str]] = {
     },
     "notifier": {
         "log": "autoupdate.adapters.basic:log_notifier",
+        "slack": "autoupdate.adapters.slack:from_settings",
     },
     "power": {},
     "image_backend": {},
