@@ -96,6 +96,8 @@ class SlurmSettings(Section):
     command_timeout: float = Field(30.0, gt=0)
     use_json: Literal["auto", "yes", "no"] = "auto"
     reboot_nextstate: Literal["DOWN", "RESUME"] = "DOWN"
+    slurm_conf: str = ""  # SLURM_CONF for every Slurm command; empty: Slurm's own default
+    reservation_user: str = "root"  # the user named in maintenance reservations (users=)
 
 
 class ClusterSettings(Section):
@@ -143,7 +145,49 @@ class PathRulesDetector(Section):
     rules_file: str = ""
 
 
-DetectorSettings = Annotated[Union[PathRulesDetector], Field(discriminator="type")]
+class _AnsibleDetector(Section):
+    playbook: str = ""  # empty: apply.ansible.playbook
+    inventory: str = ""  # empty: apply.ansible.inventory
+    timeout: float = Field(900.0, gt=0)  # per ansible-playbook run
+
+
+class TagsDetector(_AnsibleDetector):
+    """Affected plays/roles/tasks and their hot/drain tags (apply.ansible.tags)."""
+
+    type: Literal["tags"]
+    syntax_check: bool = True  # ansible-playbook --syntax-check on the new commit; failing: ERROR
+    ignore: list[str] = Field(default_factory=list)  # globs of files left to other detectors
+    outside: Literal["drain", "ignore"] = "drain"  # a changed file the playbook does not use
+
+
+class AnsibleCheckDetector(_AnsibleDetector):
+    """ansible-playbook --check --diff on the managed nodes: what would change, by task tags."""
+
+    type: Literal["ansible_check"]
+    interval: float = Field(0.0, ge=0)  # seconds between drift checks of the current commit; 0: off
+    unreachable: Literal["drain", "error"] = "drain"  # a host the check could not reach
+
+
+class AnsibleSyntaxDetector(_AnsibleDetector):
+    type: Literal["ansible_syntax"]
+
+
+class ImageManifestDetector(Section):
+    type: Literal["image_manifest"]
+    path: str = "images.yml"  # in the repository: {groups: {name: {nodes, image, version, mode}}}
+    mode: Literal["reload", "reprovision"] = "reload"  # when a group names none
+
+
+class ExternalDetector(Section):
+    type: Literal["external"]
+    name: str = "external"  # shown in plan and notifications
+    command: list[str] = Field(min_length=1)  # argv; gets --old SHA --new SHA --repo PATH
+    timeout: float = Field(300.0, gt=0)
+
+
+DetectorSettings = Annotated[Union[PathRulesDetector, TagsDetector, AnsibleCheckDetector,
+                                   AnsibleSyntaxDetector, ImageManifestDetector, ExternalDetector],
+                             Field(discriminator="type")]
 
 
 # --- rollout -----------------------------------------------------------------------------------
@@ -170,21 +214,81 @@ class RolloutSettings(Section):
 
 # --- apply / reboot / verify / power -----------------------------------------------------------
 
+class AnsibleTagNames(Section):
+    hot: str = "hotchange"  # tasks/roles/plays with this tag may be applied live
+    drain: str = "drainchange"  # ... with this one need a drained node (untagged: drain too)
+
+
+class AnsibleSettings(Section):
+    playbook: str = "site.yml"  # relative to the repository checkout, or absolute
+    inventory: str = "inventory"  # relative to the checkout, or absolute; host names = node names
+    forks: int = Field(10, ge=1)
+    vault_password_file: str = ""  # passed as --vault-password-file; empty: no vault
+    tags: AnsibleTagNames = AnsibleTagNames()
+    hot_tags_only: bool = True  # HOT runs only the tasks tagged tags.hot (--tags)
+    extra_args: list[str] = Field(default_factory=list)  # more ansible-playbook arguments
+    timeout: float = Field(3600.0, gt=0)  # per ansible-playbook run
+    ansible_playbook: str = ""  # program; empty: next to this Python, else PATH
+
+
 class ApplySettings(Section):
-    backend: Literal["none", "sim", "command"] = "none"
+    backend: Literal["none", "sim", "command", "image", "ansible"] = "none"
+    ansible: AnsibleSettings = AnsibleSettings()
     command: list[str] = Field(default_factory=list)  # argv; {nodes} {target} {class} expanded
     timeout: float = Field(3600.0, gt=0)
 
 
 class RebootSettings(Section):
-    strategy: Literal["slurm", "sim", "none"] = "slurm"
+    strategy: Literal["slurm", "sim", "none", "image", "ipmi", "soft-then-hard"] = "slurm"
     timeout: float = Field(1800.0, gt=0)  # from issuing the reboot to the node being back
+    # ipmi and soft-then-hard (need a `power` section): how the BMC reboots the node.
+    power_action: Literal["reset", "cycle"] = "reset"
+    boot_device: Literal["", "network", "disk"] = ""  # set first (network: reprovision); "": leave
+    boot_persistent: bool = False  # the boot device for every boot, not only the next one
+    # soft-then-hard: this argv ({node} replaced) asks the OS to reboot; if the node has not come
+    # back within soft_timeout, a hard reset through the BMC; still down hard_timeout later: failed.
+    soft_command: list[str] = Field(default_factory=lambda: ["ssh", "{node}", "systemctl", "reboot"])
+    soft_command_timeout: float = Field(30.0, gt=0)
+    soft_timeout: float = Field(300.0, gt=0)
+    hard_timeout: float = Field(600.0, gt=0)
+
+
+class PowerSettings(Section):
+    """The nodes' BMCs (IPMI-over-LAN). Credentials never live here: a file or the environment."""
+
+    backend: Literal["none", "ipmi"] = "none"
+    address: str = "{node}-bmc"  # BMC host per node; {node} is replaced
+    addresses: dict[str, str] = Field(default_factory=dict)  # node -> "host" or "host:port"
+    port: int = Field(623, ge=1, le=65535)  # when the address names no port
+    credentials_file: str = ""  # 'user:password' line or YAML/JSON {username, password}
+    username_env: str = "AUTOUPDATE_BMC_USER"  # used when no credentials_file is set
+    password_env: str = "AUTOUPDATE_BMC_PASSWORD"
+    timeout: float = Field(20.0, gt=0)  # deadline of every single BMC call (seconds)
+    concurrency: int = Field(8, ge=1)  # BMC calls in flight at once
+
+
+class RevisionCheckSettings(Section):
+    """What a node booted must match the rollout's target commit before it is resumed."""
+
+    source: Literal["none", "command", "feature", "extra"] = "none"
+    command: list[str] = Field(default_factory=list)  # source=command: argv, {node}; stdout = sha
+    feature_prefix: str = "rev_"  # source=feature: the node's feature 'rev_<sha>'
+    extra_key: str = ""  # source=extra: key in Extra ('key=<sha>' or JSON); "": the whole field
+    min_length: int = Field(7, ge=4, le=40)  # shortest abbreviated sha accepted
+    timeout: float = Field(30.0, gt=0)  # source=command
+
+    @model_validator(mode="after")
+    def _command_given(self):
+        if self.source == "command" and not self.command:
+            raise ValueError("source 'command' needs a command (argv list)")
+        return self
 
 
 class VerifySettings(Section):
     boot_time: bool = True  # the node must report a newer boot time after a reboot
     health_check: list[str] = Field(default_factory=list)  # argv; {node} expanded; 0 = healthy
     timeout: float = Field(300.0, gt=0)
+    revision: RevisionCheckSettings = RevisionCheckSettings()
 
 
 # --- windows / notify / metrics ----------------------------------------------------------------
@@ -272,6 +376,82 @@ class MetricsSettings(Section):
     listen: Annotated[str, AfterValidator(_listen_address)] = ""  # host:port; empty: off
 
 
+# --- images (provisioning back-ends that decide what a node boots) -----------------------------
+
+class ImageGroupSettings(Section):
+    mode: Literal["reload", "reprovision"] = "reload"  # reload: set image + reboot; reprovision:
+    # network boot + reinstall (with the back-end's wipe option where it has one)
+
+
+class BootedSettings(Section):
+    """Where a node reports the image it booted (checked before it is resumed)."""
+
+    source: Literal["extra", "features", "command", "none"] = "extra"
+    key: str = "image"  # extra: 'image=NAME' token or JSON key; features: 'image:NAME' / 'image=NAME'
+    command: list[str] = Field(default_factory=list)  # source=command: argv, {node}; stdout = image
+
+
+class ScyldSettings(Section):
+    command: str = "scyld-nodectl"
+    reprovision_boot_style: str = "disked"  # _boot_style for reprovision: the partition is wiped
+    reboot: Literal["clusterware", "soft-then-hard"] = "clusterware"  # clusterware: its own
+    # soft-then-hard `reboot`; soft-then-hard: `reboot --soft`, then `--hard` after the soft timeout
+
+
+class CsmBssSettings(Section):
+    url: str = "https://api-gw-service-nmn.local/apis/bss/boot/v1"
+    token_file: str = ""  # bearer token (read at each request, never logged)
+    ca_bundle: str = ""  # CA file for TLS; empty: the system's
+    xnames: dict[str, str] = Field(default_factory=dict)  # node -> xname
+    xname_regex: str = ""  # else: regex on the node name with named groups ...
+    xname_template: str = "{node}"  # ... filled into this ('x3000c0s{slot}b0n0'); default: node name
+    s3_prefix: str = "s3://boot-images"  # artifacts: <prefix>/<image id>/{kernel,initrd,rootfs}
+
+
+class ExostellarSettings(Section):
+    url: str = "http://127.0.0.1:5000"  # management server
+    token_file: str = ""  # optional bearer token
+    image_name: str = ""  # the Exostellar image the managed nodes boot
+    image_names: dict[Hostlist, str] = Field(default_factory=dict)  # hostlist -> image name
+    snapshot_key: str = ""  # JSON key of the snapshot id; empty: the one field holding 'snap-...'
+    recycle: bool = True  # drain + recycle nodes still on the old image (else: natural turnover)
+
+
+class WarewulfSettings(Section):
+    command: str = "wwctl"
+    image_flag: Literal["auto", "image", "container"] = "auto"  # auto: --image from 4.6 on
+    reboot: list[str] = Field(default_factory=lambda: ["power", "cycle"])  # wwctl args + nodes
+
+
+class CommandImageSettings(Section):
+    """argv templates, no shell. {nodes} (comma list), {hostlist}, {node}, {image}, {mode}."""
+
+    set: list[str] = Field(default_factory=list)
+    set_reprovision: list[str] = Field(default_factory=list)  # empty: `set`
+    get: list[str] = Field(default_factory=list)  # with {node}: stdout is the image
+    get_format: Literal["lines", "json"] = "lines"  # lines: 'NODE IMAGE'; json: {node: image}
+    reboot: list[str] = Field(default_factory=list)
+    hard_reboot: list[str] = Field(default_factory=list)
+
+
+class ImagesSettings(Section):
+    backend: Literal["", "scyld", "csm_bss", "exostellar", "warewulf", "command"] = ""
+    timeout: float = Field(120.0, gt=0)  # per back-end command or HTTP request
+    groups: dict[str, ImageGroupSettings] = Field(default_factory=dict)  # image group -> mode
+    booted: BootedSettings = BootedSettings()
+    soft_reboot_timeout: float = Field(300.0, gt=0)  # image rebooter: then the hard one
+    scyld: ScyldSettings = ScyldSettings()
+    csm_bss: CsmBssSettings = CsmBssSettings()
+    exostellar: ExostellarSettings = ExostellarSettings()
+    warewulf: WarewulfSettings = WarewulfSettings()
+    command: CommandImageSettings = CommandImageSettings()
+
+    def mode_for(self, group: str, default: str = "") -> str:
+        if group in self.groups:
+            return self.groups[group].mode
+        return default or "reload"
+
+
 # --- control -----------------------------------------------------------------------------------
 
 class ControlSettings(Section):
@@ -295,6 +475,8 @@ class Settings(Section):
     notify: NotifySettings = NotifySettings()
     metrics: MetricsSettings = MetricsSettings()
     control: ControlSettings = ControlSettings()
+    images: ImagesSettings = ImagesSettings()
+    power: PowerSettings = PowerSettings()
 
     @property
     def state_dir(self) -> Path:

@@ -186,10 +186,11 @@ class ClusterSnapshot:
         jobs = self.jobs_on(node)
         return max((j.end_time for j in jobs), default=self.taken_at)
 
-    def foreign_reservations(self, node: str, now: float | None = None) -> list[Reservation]:
-        now = self.taken_at if now is None else now
+    def foreign_reservations(self, node: str) -> list[Reservation]:
+        """Someone else's reservations holding this node now."""
+        now = self.taken_at
         return [r for r in self.reservations
-                if node in r.nodes and not r.ours and r.end_time > now]
+                if node in r.nodes and not r.ours and r.start_time <= now < r.end_time]
 
 
 @dataclass(frozen=True)

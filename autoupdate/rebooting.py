@@ -1,7 +1,15 @@
 """When has a rebooted node come back? Shared by every reboot strategy (pure)."""
 from __future__ import annotations
 
-from .model import ClusterSnapshot, NodeRecord
+from .model import REASON_PREFIX, ClusterSnapshot, NodeBase, NodeInfo, NodeRecord
+
+
+def down_after_reboot(info: NodeInfo) -> bool:
+    """Slurm's `scontrol reboot nextstate=DOWN` leaves a node that came back DOWN (no DRAIN flag,
+    slurmd answering) with the reboot's reason plus " : reboot complete": that is "back, held
+    out of service", not a failure. A reboot that timed out also ends DOWN; its boot time tells."""
+    return (info.base is NodeBase.DOWN and "NOT_RESPONDING" not in info.flags and not info.rebooting
+            and info.reason.startswith(REASON_PREFIX) and "reboot timed out" not in info.reason)
 
 
 def booted(record: NodeRecord, snapshot: ClusterSnapshot) -> str | None:
@@ -15,7 +23,7 @@ def booted(record: NodeRecord, snapshot: ClusterSnapshot) -> str | None:
         return "node not listed by the workload manager"
     if info.rebooting:
         return f"reboot still in progress ({info.describe()})"
-    if not info.responding:
+    if not info.responding and not down_after_reboot(info):
         return f"node not responding ({info.describe()})"
     before = record.boot_time_before
     if before is not None and (info.boot_time is None or info.boot_time <= before):

@@ -18,23 +18,42 @@ REGISTRY: dict[str, dict[str, str]] = {
     },
     "detector": {
         "path_rules": "autoupdate.detect.path_rules:from_settings",
+        "tags": "autoupdate.detect.tags:from_settings",
+        "ansible_check": "autoupdate.detect.ansible_check:from_settings",
+        "ansible_syntax": "autoupdate.detect.ansible_check:syntax_from_settings",
+        "image_manifest": "autoupdate.detect.image_manifest:from_settings",
+        "external": "autoupdate.detect.external:from_settings",
     },
     "applier": {
         "none": "autoupdate.adapters.basic:no_applier",
         "sim": "autoupdate.sim.cluster:applier_from_settings",
         "command": "autoupdate.adapters.basic:command_applier",
+        "ansible": "autoupdate.adapters.ansible_apply:from_settings",
+        "image": "autoupdate.adapters.images.applier:from_settings",
     },
     "rebooter": {
         "slurm": "autoupdate.adapters.slurm:rebooter_from_settings",
         "sim": "autoupdate.sim.cluster:rebooter_from_settings",
         "none": "autoupdate.adapters.basic:no_rebooter",
+        "image": "autoupdate.adapters.images.reboot:from_settings",
+        "ipmi": "autoupdate.adapters.reboot_strategies:ipmi_rebooter",
+        "soft-then-hard": "autoupdate.adapters.reboot_strategies:soft_then_hard_rebooter",
     },
     "notifier": {
         "log": "autoupdate.adapters.basic:log_notifier",
         "slack": "autoupdate.adapters.slack:from_settings",
     },
-    "power": {},
-    "image_backend": {},
+    "power": {
+        "ipmi": "autoupdate.adapters.ipmi:from_settings",
+        "none": "autoupdate.adapters.ipmi:no_power",
+    },
+    "image_backend": {
+        "scyld": "autoupdate.adapters.images.scyld:from_settings",
+        "csm_bss": "autoupdate.adapters.images.csm_bss:from_settings",
+        "exostellar": "autoupdate.adapters.images.exostellar:from_settings",
+        "warewulf": "autoupdate.adapters.images.warewulf:from_settings",
+        "command": "autoupdate.adapters.images.command:from_settings",
+    },
 }
 
 

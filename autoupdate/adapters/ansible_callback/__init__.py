@@ -1,0 +1,1 @@
+"""Directory put on ansible-playbook's callback plugin path (see autoupdate_events.py)."""

@@ -1,0 +1,303 @@
+"""The command line. Errors a user can cause are one line on stderr and a non-zero exit."""
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from .config import ConfigError, Settings, load_config
+from .model import ChangeClass, NodePhase
+from .nodeset import HostlistError, expand, fold
+from .ports import AdapterError
+from .registry import BackendError
+from .safety import SafetyError, SafetyLists, clear_pause, read_pause, write_pause
+
+DEFAULT_CONFIG = "/etc/autoupdate/autoupdate.yaml"
+EXIT_USAGE, EXIT_FAIL = 2, 1
+
+
+class UserError(click.ClickException):
+    """One line, no traceback."""
+
+    exit_code = EXIT_USAGE
+
+    def show(self, file=None) -> None:
+        click.echo(f"autoupdate: {self.format_message()}", err=True)
+
+
+def _load(ctx: click.Context) -> tuple[Settings, str]:
+    path = ctx.obj["config"] or os.environ.get("AUTOUPDATE_CONFIG") or DEFAULT_CONFIG
+    try:
+        settings = load_config(path)
+        SafetyLists.from_settings(settings.nodes)
+    except ConfigError as exc:
+        for line in exc.lines()[1:]:
+            click.echo(f"autoupdate: {line}", err=True)
+        raise UserError(exc.lines()[0]) from None
+    except SafetyError as exc:
+        raise UserError(str(exc)) from None
+    return settings, path
+
+
+def _ts(t: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
+
+
+def _store(settings: Settings):
+    from .daemon import state_db
+    from .store import Store
+    try:
+        return Store.open_readonly(state_db(settings))
+    except FileNotFoundError:
+        raise UserError(f"no state yet in {settings.state_dir} (has `autoupdate run` started?)") from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-c", "--config", metavar="FILE", help=f"configuration file [$AUTOUPDATE_CONFIG, {DEFAULT_CONFIG}]")
+@click.version_option(package_name="autoupdate")
+@click.pass_context
+def cli(ctx: click.Context, config: str | None) -> None:
+    """Slurm-aware rolling updates of compute nodes from a git repository."""
+    ctx.ensure_object(dict)
+    ctx.obj["config"] = config
+
+
+@cli.command("check-config")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.pass_context
+def check_config(ctx: click.Context, file: str) -> None:
+    """Validate FILE and report every problem with its key path."""
+    ctx.obj["config"] = file
+    settings, _ = _load(ctx)
+    click.echo(f"{file}: ok ({settings.cluster.backend} cluster, {len(settings.detectors)} detector(s))")
+
+
+@cli.command()
+@click.option("--exit-when-done", is_flag=True, help="exit once HEAD is rolled out (3 if halted)")
+@click.option("--max-seconds", type=float, default=None, help="exit after this long (tests)")
+@click.pass_context
+def run(ctx: click.Context, exit_when_done: bool, max_seconds: float | None) -> None:
+    """Run the service loop."""
+    from . import logs
+    from .daemon import Service
+    settings, path = _load(ctx)
+    logs.configure(settings.control.log_format, settings.control.log_level)
+    try:
+        code = Service(settings, path).run(exit_when_done=exit_when_done, max_seconds=max_seconds)
+    except (BackendError, AdapterError) as exc:
+        raise UserError(str(exc)) from None
+    sys.exit(code)
+
+
+@cli.command()
+@click.option("--reason", default="", help="why (shown by status and in notifications)")
+@click.pass_context
+def pause(ctx: click.Context, reason: str) -> None:
+    """Stop starting new node work (work in flight finishes)."""
+    settings, _ = _load(ctx)
+    try:
+        write_pause(settings.pause_file, reason, getpass.getuser())
+    except OSError as exc:
+        raise UserError(f"cannot write {settings.pause_file}: {exc.strerror}") from None
+    click.echo(f"paused ({settings.pause_file})" + (f": {reason}" if reason else ""))
+
+
+@cli.command()
+@click.pass_context
+def resume(ctx: click.Context) -> None:
+    """Allow new node work again."""
+    settings, _ = _load(ctx)
+    try:
+        was = clear_pause(settings.pause_file)
+    except OSError as exc:
+        raise UserError(f"cannot remove {settings.pause_file}: {exc.strerror}") from None
+    click.echo("resumed" if was else "was not paused")
+
+
+def status_data(settings: Settings) -> dict:
+    store = _store(settings)
+    try:
+        rollout = store.latest_rollout()
+        records = store.records()
+        pause = read_pause(settings.pause_file)
+        phases: dict[str, int] = {}
+        for r in records.values():
+            phases[r.phase.value] = phases.get(r.phase.value, 0) + 1
+        return {
+            "head": store.get_meta("head"),
+            "baseline": store.get_meta("baseline"),
+            "rollout": None if rollout is None else {
+                "id": rollout.id, "target": rollout.target, "state": rollout.state.value,
+                "summary": rollout.summary, "reason": rollout.reason, "canaries": list(rollout.canaries),
+                "created_at": rollout.created_at, "soak_until": rollout.soak_until or None},
+            "paused": pause.paused, "paused_since": pause.since, "paused_reason": pause.reason,
+            "paused_by": pause.by,
+            "phases": phases,
+            "failed": sorted((r.node, r.last_error) for r in records.values() if r.phase is NodePhase.FAILED),
+        }
+    finally:
+        store.close()
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Current commit, rollout phase, nodes per phase, paused or not."""
+    settings, _ = _load(ctx)
+    data = status_data(settings)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    con = Console()
+    t = Table(show_header=False, box=None)
+    r = data["rollout"]
+    t.add_row("head", (data["head"] or "-")[:12])
+    if r:
+        t.add_row("rollout", f"#{r['id']} {r['target'][:12]} {r['summary']!r}: {r['state']}"
+                  + (f" ({r['reason']})" if r["reason"] else ""))
+        if r["canaries"]:
+            t.add_row("canaries", fold(r["canaries"]))
+    t.add_row("paused", f"yes, since {_ts(data['paused_since'])} by {data['paused_by'] or '?'}: "
+              f"{data['paused_reason'] or 'no reason given'}" if data["paused"] else "no")
+    t.add_row("nodes", ", ".join(f"{k} {v}" for k, v in sorted(data["phases"].items())) or "-")
+    for node, err in data["failed"]:
+        t.add_row("failed", f"{node}: {err}")
+    con.print(t)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.option("-n", "--limit", default=50, show_default=True, help="rollouts and transitions to show")
+@click.pass_context
+def history(ctx: click.Context, as_json: bool, limit: int) -> None:
+    """Past rollouts and node transitions."""
+    settings, _ = _load(ctx)
+    store = _store(settings)
+    try:
+        rollouts = store.rollouts(limit)
+        lines = store.history(limit=limit)
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps({"rollouts": [
+            {"id": r.id, "target": r.target, "state": r.state.value, "summary": r.summary, "reason": r.reason,
+             "created_at": r.created_at, "updated_at": r.updated_at} for r in rollouts],
+            "transitions": lines}, indent=2))
+        return
+    con = Console()
+    t = Table("rollout", "commit", "state", "started", "summary / reason")
+    for r in rollouts:
+        t.add_row(str(r.id), r.target[:12], r.state.value, _ts(r.created_at), r.reason or r.summary)
+    con.print(t)
+    t = Table("when", "node", "from", "to", "message")
+    for h in lines:
+        t.add_row(_ts(h["at"]), h["node"] or "", h["from_phase"] or "", h["to_phase"] or "", h["message"])
+    con.print(t)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.pass_context
+def plan(ctx: click.Context, as_json: bool) -> None:
+    """What HEAD would do, per node: class and order. Acts on nothing."""
+    from .engine.planner import order
+    from .model import NodeRecord
+    from .safety import held_by_others
+    from .wiring import Deps
+    from .detect import run_detectors
+    settings, _ = _load(ctx)
+    deps = Deps(settings)
+    try:
+        snapshot = deps.workload_manager.snapshot()
+        head = deps.source.fetch()
+        lists = SafetyLists.from_settings(settings.nodes)
+        managed = sorted(n for n in snapshot.nodes if lists.managed(n))
+        applied, baseline = _applied(settings)
+        bases: dict[str | None, list[str]] = {}
+        for n in managed:
+            bases.setdefault(applied.get(n, baseline or head.sha), []).append(n)
+        verdicts = {b: run_detectors(deps.detectors, deps.source, b, head.sha, managed) for b in bases}
+    except (BackendError, AdapterError) as exc:
+        raise UserError(str(exc)) from None
+    rows = []
+    for base, nodes in bases.items():
+        v = verdicts[base]
+        recs = [NodeRecord(n, NodePhase.PENDING, head.sha, 0, v.classes.get(n, ChangeClass.GOOD),
+                           canary=n in lists.canaries) for n in nodes]
+        for rank, rec in enumerate(order(recs, snapshot), 1):
+            rows.append({"node": rec.node, "class": "error" if v.is_error else rec.klass.label,
+                         "order": rank, "canary": rec.canary, "base": (base or "")[:12],
+                         "held": held_by_others(snapshot.nodes.get(rec.node), snapshot),
+                         "idle_at": snapshot.idle_at(rec.node)})
+    out = {"head": head.sha, "summary": head.summary,
+           "unmanaged": fold(n for n in snapshot.nodes if n not in managed),
+           "verdicts": [{"base": b, "error": v.error,
+                         "detectors": [{"name": p.detector, "error": p.error, "notes": list(p.notes),
+                                        "classes": {c.label: fold(n for n, k in p.classes.items() if k == c)
+                                                    for c in ChangeClass}} for p in v.parts]}
+                        for b, v in verdicts.items()],
+           "nodes": rows}
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    con = Console()
+    con.print(f"HEAD {head.short} {head.summary!r}")
+    for v in out["verdicts"]:
+        con.print(f"from {(v['base'] or 'nothing')[:12]}:" + (f" [bold red]ERROR[/] {v['error']}" if v["error"] else ""))
+        for d in v["detectors"]:
+            cls = "  ".join(f"{k}={n}" for k, n in d["classes"].items() if n)
+            con.print(f"  {d['name']}: {('ERROR ' + d['error']) if d['error'] else cls or 'no change'}")
+            for note in d["notes"][:20]:
+                con.print(f"    {note}")
+    t = Table("order", "node", "class", "canary", "idle at", "held by others")
+    for r in sorted(rows, key=lambda r: (r["class"] == "good", r["order"])):
+        t.add_row(str(r["order"]), r["node"], r["class"], "yes" if r["canary"] else "",
+                  _ts(r["idle_at"]), r["held"] or "")
+    con.print(t)
+    if out["unmanaged"]:
+        con.print(f"not managed (blacklist/whitelist): {out['unmanaged']}")
+
+
+def _applied(settings: Settings) -> tuple[dict[str, str], str | None]:
+    from .daemon import state_db
+    from .store import Store
+    if not state_db(settings).exists():
+        return {}, None
+    store = Store.open_readonly(state_db(settings))
+    try:
+        return store.applied(), store.get_meta("baseline")
+    finally:
+        store.close()
+
+
+@cli.command()
+@click.option("--nodes", default=32, show_default=True, help="simulated nodes (two partitions)")
+@click.option("--speed", default=1200.0, show_default=True, help="simulated seconds per wall second")
+@click.option("--quiet", is_flag=True, help="only the summary")
+def demo(nodes: int, speed: float, quiet: bool) -> None:
+    """Roll a change over a simulated cluster with running jobs, live."""
+    from .demo import run_demo
+    if nodes < 4:
+        raise UserError("--nodes: at least 4")
+    summary = run_demo(nodes=nodes, speed=speed, quiet=quiet)
+    sys.exit(0 if summary["jobs_killed"] == 0 and summary["updated"] == summary["nodes"] else 1)
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except HostlistError as exc:
+        click.echo(f"autoupdate: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""The service loop: APScheduler runs the fetch and tick jobs; signals stop or reload it."""
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from pathlib import Path
+
+import structlog
+from apscheduler.schedulers.blocking import BlockingScheduler
+
+from .config import ConfigError, Settings, load_config
+from .engine.engine import Engine
+from .model import RolloutState
+from .safety import SafetyError
+from .store import Store
+from .wiring import Deps
+
+log = structlog.get_logger("autoupdate.daemon")
+
+EXIT_OK, EXIT_HALTED = 0, 3
+
+
+def state_db(settings: Settings) -> Path:
+    return settings.state_dir / "state.db"
+
+
+class Service:
+    def __init__(self, settings: Settings, config_path: str | None = None, **overrides):
+        self.settings = settings
+        self.config_path = config_path
+        self.deps = Deps(settings, **overrides)
+        if settings.cluster.backend == "sim" and "clock" not in overrides and settings.cluster.sim.speed != 1.0:
+            from .sim.clock import ScaledClock
+            self.deps = Deps(settings, clock=ScaledClock(settings.cluster.sim.speed), **overrides)
+        self.store = Store(state_db(settings))
+        self.engine = Engine.from_deps(self.deps, self.store)
+        self.scheduler = BlockingScheduler()
+        self.exit_code = EXIT_OK
+        self._exit_when_done = False
+        self._deadline: float | None = None
+        self._reload = threading.Event()
+        self._ticks = 0
+
+    # --- jobs ---------------------------------------------------------------------------------
+    def _fetch_job(self) -> None:
+        self.engine.fetch()
+
+    def _tick_job(self) -> None:
+        if self._reload.is_set():
+            self._reload.clear()
+            self.reload()
+        report = self.engine.tick()
+        self._ticks += 1
+        if self._exit_when_done and self._ticks > 1 and report.ok and self.engine.idle():
+            latest = self.store.latest_rollout()
+            head = self.store.get_meta("head")
+            if latest is None or latest.target == head or not head:
+                self.exit_code = EXIT_HALTED if latest and latest.state in (RolloutState.HALTED, RolloutState.ERROR) else EXIT_OK
+                log.info("nothing left to do: exiting", code=self.exit_code)
+                self.scheduler.shutdown(wait=False)
+        if self._deadline is not None and time.monotonic() > self._deadline:
+            log.info("--max-seconds reached: exiting")
+            self.exit_code = 4
+            self.scheduler.shutdown(wait=False)
+
+    def reload(self) -> bool:
+        """Re-read the config file; an invalid one is rejected and the old one stays."""
+        if not self.config_path:
+            return False
+        try:
+            new = load_config(self.config_path)
+            self.engine.reconfigure(new)
+        except (ConfigError, SafetyError) as exc:
+            self.engine.emit("config.rejected", f"new configuration rejected, keeping the old one: {exc}",
+                             needs_human=True)
+            return False
+        self.settings = new
+        self.engine.emit("config.reloaded", f"configuration reloaded from {self.config_path}")
+        return True
+
+    # --- running ------------------------------------------------------------------------------
+    def run(self, exit_when_done: bool = False, max_seconds: float | None = None) -> int:
+        self._exit_when_done = exit_when_done
+        self._deadline = time.monotonic() + max_seconds if max_seconds else None
+        c = self.settings.control
+        self.engine.fetch()
+        self.engine.tick()
+        self.scheduler.add_job(self._fetch_job, "interval", seconds=self.settings.repository.fetch_interval,
+                               id="fetch", max_instances=1, coalesce=True)
+        self.scheduler.add_job(self._tick_job, "interval", seconds=c.poll_interval, id="tick",
+                               max_instances=1, coalesce=True)
+        self._install_signals()
+        log.info("running", poll_interval=c.poll_interval, backend=self.settings.cluster.backend)
+        try:
+            self.scheduler.start()
+        finally:
+            self.engine.shutdown()
+            self.store.close()
+        return self.exit_code
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def stop(signum, frame):
+            log.info("signal: finishing the step in progress, then exiting", signal=signal.Signals(signum).name)
+            self.scheduler.shutdown(wait=True)
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGHUP, lambda s, f: self._reload.set())

@@ -1,0 +1,1 @@
+"""The pure core: node state machine, planner, rollout lifecycle, and the engine tying them."""

@@ -1,0 +1,670 @@
+"""The engine: one tick reads the cluster once, advances every node record, starts new work.
+
+It talks to the world only through the ports (workload manager, source, detectors, applier,
+rebooter, checks, notifiers) and persists each node transition before acting on it.
+"""
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Callable, Iterable, Mapping, Sequence
+
+import structlog
+
+from ..config import Settings
+from ..detect import run_detectors
+from ..model import (
+    REASON_PREFIX, ChangeClass, ClusterSnapshot, Event, NodeBase, NodePhase, NodeRecord, Revision,
+    Rollout, RolloutState, Verdict,
+)
+from ..nodeset import fold
+from ..ports import AdapterError, RebootStatus
+from ..safety import IN_FLIGHT, Budget, SafetyLists, held_by_others, read_pause
+from ..store import Store
+from . import phases
+from .planner import select
+from .rollout import choose_canaries, next_state, stage_allows
+
+log = structlog.get_logger("autoupdate.engine")
+P = NodePhase
+
+
+class InlineExecutor:
+    """Runs work at once in the calling thread (unit tests, the simulator)."""
+
+    def submit(self, fn: Callable, *args, **kwargs) -> Future:
+        fut: Future = Future()
+        try:
+            fut.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # noqa: BLE001 - handed back to the caller via the future
+            fut.set_exception(exc)
+        return fut
+
+    def shutdown(self, wait: bool = True) -> None:
+        pass
+
+
+def drain_reason(record: NodeRecord, note: str = "") -> str:
+    reason = f"{REASON_PREFIX} {record.target[:12]} {record.klass.label} rollout {record.rollout_id}"
+    return f"{reason}: {note}"[:250] if note else reason
+
+
+@dataclass
+class TickReport:
+    at: float
+    ok: bool = True
+    error: str = ""
+    paused: bool = False
+    started: list[str] = field(default_factory=list)
+    waiting: dict[str, str] = field(default_factory=dict)
+    held: dict[str, str] = field(default_factory=dict)  # node -> why someone else holds it
+
+
+class Engine:
+    def __init__(self, settings: Settings, store: Store, *, workload_manager, source, detectors,
+                 applier, rebooter, checks=(), notifiers=(), clock, executor=None,
+                 window_gate: Callable[[ChangeClass, float], str | None] | None = None):
+        self.settings = settings
+        self.lists = SafetyLists.from_settings(settings.nodes)
+        self.store = store
+        self.wm = workload_manager
+        self.source = source
+        self.detectors = list(detectors)
+        self.applier = applier
+        self.rebooter = rebooter
+        self.checks = list(checks)
+        self.notifiers = list(notifiers)
+        self.clock = clock
+        self.executor = executor or ThreadPoolExecutor(max_workers=8, thread_name_prefix="autoupdate-work")
+        self.window_gate = window_gate or (lambda klass, now: None)
+        self._lock = threading.RLock()
+        self._work: dict[str, tuple[NodePhase, Future]] = {}
+        self._verdicts: dict[tuple[str | None, str], Verdict] = {}
+        self._paused_seen: bool | None = None
+        self.last_report: TickReport | None = None
+        self.head: Revision | None = None
+
+    @classmethod
+    def from_deps(cls, deps, store: Store, **kw) -> "Engine":
+        return cls(deps.settings, store, workload_manager=deps.workload_manager, source=deps.source,
+                   detectors=deps.detectors, applier=deps.applier, rebooter=deps.rebooter,
+                   checks=deps.checks, notifiers=deps.notifiers, clock=deps.clock, **kw)
+
+    # --- configuration ------------------------------------------------------------------------
+    def reconfigure(self, settings: Settings) -> None:
+        """Live reload: new lists/budgets apply from the next decision on (validated already)."""
+        lists = SafetyLists.from_settings(settings.nodes)
+        with self._lock:
+            self.settings, self.lists = settings, lists
+
+    # --- notifications ------------------------------------------------------------------------
+    def emit(self, kind: str, message: str, **kw) -> None:
+        event = Event(kind=kind, message=message, **kw)
+        log.info(kind, message=message, rollout=event.rollout_id, nodes=fold(event.nodes) or None)
+        for n in self.notifiers:
+            try:
+                n.notify(event)
+            except Exception as exc:  # a failing notifier never stops a rollout
+                log.warning("notifier failed", notifier=type(n).__name__, error=str(exc))
+
+    # --- the repository -----------------------------------------------------------------------
+    def _baseline(self) -> str | None:
+        return self.store.get_meta("baseline")
+
+    def applied(self) -> dict[str, str]:
+        return self.store.applied()
+
+    def applied_of(self, node: str, applied: Mapping[str, str]) -> str | None:
+        return applied.get(node, self._baseline())
+
+    def verdict(self, old: str | None, new: str, managed: Sequence[str]) -> Verdict:
+        key = (old, new)
+        if key not in self._verdicts:
+            self._verdicts[key] = run_detectors(self.detectors, self.source, old, new, managed)
+        return self._verdicts[key]
+
+    def fetch(self) -> Revision | None:
+        """Fetch the tracked branch; a new head starts (or supersedes) a rollout."""
+        with self._lock:
+            try:
+                head = self.source.fetch()
+                previous = self.store.get_meta("head")
+                rewritten = bool(previous) and previous != head.sha and not (
+                    self.source.exists(previous) and self.source.is_ancestor(previous, head.sha))
+            except AdapterError as exc:
+                self.emit("source.error", f"cannot read the repository: {exc}", needs_human=True)
+                return None
+            self.head = head
+            if previous == head.sha:
+                return head
+            now = self.clock.now()
+            if previous is None and self._baseline() is None:
+                # First start: what the nodes run now is taken to be this commit.
+                self.store.set_meta("baseline", head.sha)
+                self.store.set_meta("head", head.sha)
+                self.store.log(f"baseline {head.short}: nodes assumed to run it", now)
+                self.emit("baseline", f"tracking {head.short} ({head.summary}) as the baseline",
+                          target=head.sha)
+                return head
+            if rewritten:
+                self.emit("source.force_push",
+                          f"branch rewritten: {previous[:12]} is not an ancestor of {head.short}",
+                          target=head.sha, needs_human=True)
+            if self._start_rollout(head, now):
+                self.store.set_meta("head", head.sha)
+            return head
+
+    def _start_rollout(self, head: Revision, now: float) -> bool:
+        snapshot = self._snapshot_or_none()
+        if snapshot is None:
+            self.emit("rollout.deferred", f"{head.short}: cannot read the workload manager; will retry")
+            return False
+        managed = self.managed(snapshot)
+        applied = self.applied()
+        records = self.store.records()
+        busy = {n for n, r in records.items() if r.phase in phases.POST_APPLY}
+        bases = {self.applied_of(n, applied) for n in managed if n not in busy}
+        verdicts = {b: self.verdict(b, head.sha, managed) for b in bases}
+        errors = sorted({v.error for v in verdicts.values() if v.is_error})
+        old = self.store.active_rollout()
+        if old is not None:
+            old.state, old.reason, old.updated_at = RolloutState.SUPERSEDED, f"superseded by {head.short}", now
+            self.store.save_rollout(old)
+        if errors:
+            r = self.store.new_rollout(head.sha, RolloutState.ERROR, now, head.summary, "; ".join(errors))
+            self._cancel_pre_apply(records, "commit is ERROR", now)
+            self.emit("rollout.error", f"{head.short} is ERROR, nothing started: {r.reason}",
+                      rollout_id=r.id, target=head.sha, needs_human=True)
+            return True
+        classes = {n: verdicts[self.applied_of(n, applied)].classes.get(n, ChangeClass.GOOD)
+                   for n in managed if n not in busy}
+        affected = {n: c for n, c in classes.items() if c > ChangeClass.GOOD}
+        canaries = choose_canaries(affected, self.lists.canaries, snapshot, self.settings.rollout.canary_count)
+        rollout = self.store.new_rollout(head.sha, RolloutState.CANARY if canaries else RolloutState.WAVES,
+                                         now, head.summary)
+        rollout.canaries = canaries
+        self.store.save_rollout(rollout)
+        self._adopt(rollout, classes, records, applied, now)
+        summary = ", ".join(f"{sum(1 for c in affected.values() if c == k)} {k.label}"
+                            for k in (ChangeClass.DRAIN, ChangeClass.HOT))
+        self.emit("rollout.detected", f"{head.short} {head.summary!r}: {summary}",
+                  rollout_id=rollout.id, target=head.sha, nodes=tuple(sorted(affected)),
+                  data={"drain": fold(n for n, c in affected.items() if c == ChangeClass.DRAIN),
+                        "hot": fold(n for n, c in affected.items() if c == ChangeClass.HOT)})
+        if canaries:
+            self.emit("canary.started", f"canaries {fold(canaries)} first", rollout_id=rollout.id,
+                      target=head.sha, nodes=canaries)
+        elif affected:
+            self.emit("canary.none", "no canary among the affected nodes: straight to the waves",
+                      rollout_id=rollout.id, target=head.sha)
+        return True
+
+    def _adopt(self, rollout: Rollout, classes: Mapping[str, ChangeClass],
+               records: Mapping[str, NodeRecord], applied: Mapping[str, str], now: float) -> None:
+        """Give each managed node its work for the new rollout (without rebooting anyone twice)."""
+        good = []
+        for node, klass in classes.items():
+            rec = records.get(node)
+            canary = node in rollout.canaries
+            if rec is not None and rec.phase in phases.POST_APPLY:
+                continue  # finishes its current target; picked up again when done (discover)
+            if rec is not None and (rec.phase in phases.PRE_APPLY or rec.phase is P.PENDING):
+                if klass == ChangeClass.GOOD:
+                    self._cancel(rec, f"superseded by {rollout.target[:12]}, nothing to do", now)
+                    continue
+                new = replace(rec, target=rollout.target, rollout_id=rollout.id,
+                              klass=max(rec.klass, klass), canary=canary)
+                self.store.save(new, at=now, message=f"retargeted to {rollout.target[:12]}")
+                continue
+            if rec is not None and rec.phase is P.FAILED and rec.drained_by_us:
+                if klass == ChangeClass.GOOD:
+                    continue  # stays as it is: a human has to look at it
+                new = replace(rec, target=rollout.target, rollout_id=rollout.id, klass=max(rec.klass, klass),
+                              attempts=0, canary=canary, next_attempt_at=now, last_error="")
+                self._transition(new, P.RETRY_WAIT, now, f"new commit {rollout.target[:12]}: trying again")
+                continue
+            if klass == ChangeClass.GOOD:
+                good.append(node)
+                continue
+            fresh = NodeRecord(node=node, phase=P.PENDING, target=rollout.target, rollout_id=rollout.id,
+                               klass=klass, since=now, canary=canary,
+                               actions=tuple(self._verdict_actions(node, applied, rollout.target)))
+            self.store.save(fresh, at=now, from_phase=rec.phase if rec else None, message="new work")
+        if good:
+            self.store.set_applied(good, rollout.target, now)
+
+    def _verdict_actions(self, node: str, applied: Mapping[str, str], target: str):
+        v = self._verdicts.get((self.applied_of(node, applied), target))
+        return v.actions.get(node, ()) if v else ()
+
+    # --- the tick -----------------------------------------------------------------------------
+    def _snapshot_or_none(self) -> ClusterSnapshot | None:
+        try:
+            return self.wm.snapshot()
+        except AdapterError as exc:
+            log.error("cannot read the workload manager", error=str(exc))
+            return None
+
+    def managed(self, snapshot: ClusterSnapshot) -> list[str]:
+        return sorted(n for n in snapshot.nodes if self.lists.managed(n))
+
+    def tick(self) -> TickReport:
+        with self._lock:
+            now = self.clock.now()
+            report = TickReport(at=now)
+            try:
+                snapshot = self.wm.snapshot()
+            except AdapterError as exc:
+                # Cannot tell whether anything is safe: act on nothing, say so.
+                report.ok, report.error = False, f"cannot read the workload manager: {exc}"
+                log.error("tick skipped", error=report.error)
+                self.last_report = report
+                return report
+            pause = read_pause(self.settings.pause_file)
+            report.paused = pause.paused
+            self._note_pause(pause)
+            records = self.store.records()
+            rollout = self.store.active_rollout()
+            if rollout is not None:
+                self._discover(rollout, snapshot, records, now)
+                records = self.store.records()
+            self._collect_work(records, snapshot, now)
+            records = self.store.records()
+            self._advance(records, snapshot, now, report)
+            records = self.store.records()
+            if rollout is not None and not pause.paused:
+                self._start_new(rollout, records, snapshot, now, report)
+            self._lifecycle(now)
+            self.last_report = report
+            return report
+
+    def _note_pause(self, pause) -> None:
+        if self._paused_seen is not None and pause.paused != self._paused_seen:
+            if pause.paused:
+                self.emit("paused", f"paused{': ' + pause.reason if pause.reason else ''}")
+            else:
+                self.emit("resumed", "resumed: new node work may start again")
+        self._paused_seen = pause.paused
+
+    def _discover(self, rollout: Rollout, snapshot: ClusterSnapshot,
+                  records: Mapping[str, NodeRecord], now: float) -> None:
+        """Nodes that finished an older target, or were newly allowed, get this rollout's work."""
+        applied = self.applied()
+        todo = [n for n in self.managed(snapshot)
+                if self.applied_of(n, applied) != rollout.target
+                and (n not in records or (records[n].phase.terminal and records[n].target != rollout.target))]
+        if not todo:
+            return
+        classes = {}
+        for n in todo:
+            v = self.verdict(self.applied_of(n, applied), rollout.target, self.managed(snapshot))
+            if v.is_error:
+                self.emit("rollout.error", f"{rollout.target[:12]} is ERROR for {n}: {v.error}",
+                          rollout_id=rollout.id, needs_human=True)
+                return
+            classes[n] = v.classes.get(n, ChangeClass.GOOD)
+        self._adopt(rollout, classes, records, applied, now)
+
+    # --- transitions --------------------------------------------------------------------------
+    def _transition(self, rec: NodeRecord, phase: NodePhase, now: float, message: str = "",
+                    **changes) -> NodeRecord:
+        phases.check(rec.phase, phase)
+        new = replace(rec, phase=phase, since=now, action_done=False, **changes)
+        self.store.save(new, at=now, from_phase=rec.phase, message=message)
+        log.info("node", node=rec.node, frm=rec.phase.value, to=phase.value, msg=message or None)
+        return new
+
+    def _mark_done(self, rec: NodeRecord, now: float, **changes) -> NodeRecord:
+        new = replace(rec, action_done=True, **changes)
+        self.store.save(new, at=now)
+        return new
+
+    def _cancel(self, rec: NodeRecord, why: str, now: float) -> None:
+        """Stop work that has not changed the node yet: resume it if we drained it."""
+        if rec.phase is P.PENDING or not rec.drained_by_us:
+            self._transition(rec, P.CANCELLED, now, why, cancel_reason=why)
+        else:
+            self._transition(rec, P.RESUMING, now, why, cancel_reason=why)
+
+    def _cancel_pre_apply(self, records: Mapping[str, NodeRecord], why: str, now: float) -> None:
+        for rec in records.values():
+            if rec.phase in phases.PRE_APPLY or rec.phase is P.PENDING:
+                self._cancel(rec, why, now)
+
+    def _attempt_failed(self, rec: NodeRecord, error: str, now: float) -> None:
+        attempts = rec.attempts + 1
+        rs = self.settings.rollout
+        if rec.canary or attempts >= rs.max_attempts:
+            why = (f"canary failed: {error}" if rec.canary
+                   else f"failed after {attempts} attempt(s): {error}")
+            new = self._transition(rec, P.FAILED, now, why, attempts=attempts, last_error=error)
+            if new.drained_by_us:
+                self._safe(lambda: self.wm.drain([rec.node], drain_reason(rec, why)), rec.node, "re-drain")
+            self.emit("node.failed", f"{rec.node}: {why}" + (" (left drained)" if new.drained_by_us else ""),
+                      rollout_id=rec.rollout_id, target=rec.target, nodes=(rec.node,), needs_human=True)
+            return
+        delay = min(rs.retry_backoff_seconds * (2 ** (attempts - 1)), rs.retry_backoff_max_seconds)
+        self._transition(rec, P.RETRY_WAIT, now, f"attempt {attempts} failed: {error}",
+                         attempts=attempts, last_error=error, next_attempt_at=now + delay)
+        self.emit("node.attempt_failed", f"{rec.node}: attempt {attempts}/{rs.max_attempts} failed: {error}",
+                  rollout_id=rec.rollout_id, target=rec.target, nodes=(rec.node,))
+
+    def _safe(self, fn: Callable[[], object], node: str, what: str) -> bool:
+        try:
+            fn()
+            return True
+        except AdapterError as exc:
+            log.error(f"{what} failed", node=node, error=str(exc))
+            return False
+
+    # --- background work (apply, reboot start, verification) ----------------------------------
+    def _submit(self, rec: NodeRecord, fn: Callable, *args) -> None:
+        self._work[rec.node] = (rec.phase, self.executor.submit(fn, *args))
+
+    def _collect_work(self, records: Mapping[str, NodeRecord], snapshot: ClusterSnapshot, now: float) -> None:
+        for node, (phase, fut) in list(self._work.items()):
+            if not fut.done():
+                continue
+            del self._work[node]
+            rec = records.get(node)
+            if rec is None or rec.phase is not phase:
+                continue  # the record moved on (admin action, reload): the result is stale
+            try:
+                result = fut.result()
+            except Exception as exc:  # adapter errors and bugs alike fail the attempt, not the loop
+                self._attempt_failed(rec, f"{phase.value}: {exc}", now)
+                continue
+            self._work_finished(rec, result, now)
+
+    def _work_finished(self, rec: NodeRecord, result, now: float) -> None:
+        if rec.phase is P.APPLYING:
+            if not result.ok:
+                self._attempt_failed(rec, f"apply: {result.message}", now)
+            elif rec.klass == ChangeClass.DRAIN:
+                self._transition(rec, P.REBOOTING, now, "applied")
+            else:
+                self._transition(rec, P.VERIFYING, now, "applied live")
+        elif rec.phase is P.REBOOTING:
+            self._mark_done(rec, now)  # reboot issued; poll() decides when it is back
+        elif rec.phase is P.VERIFYING:
+            if result:
+                self._attempt_failed(rec, f"verify: {result}", now)
+            elif rec.klass == ChangeClass.DRAIN:
+                self._transition(rec, P.RESUMING, now, "verified")
+            else:
+                self._finish(rec, now)
+
+    def _finish(self, rec: NodeRecord, now: float) -> None:
+        self.store.set_applied([rec.node], rec.target, now)
+        self._transition(rec, P.DONE, now, f"runs {rec.target[:12]}")
+
+    def _run_checks(self, rec: NodeRecord, snapshot: ClusterSnapshot) -> str | None:
+        for check in self.checks:
+            failure = check.check(rec, snapshot)
+            if failure:
+                return failure
+        return None
+
+    # --- advancing records --------------------------------------------------------------------
+    def _advance(self, records: Mapping[str, NodeRecord], snapshot: ClusterSnapshot, now: float,
+                 report: TickReport) -> None:
+        to_drain: dict[str, list[str]] = {}
+        to_resume: list[NodeRecord] = []
+        to_apply: dict[tuple[str, ChangeClass], list[NodeRecord]] = {}
+        to_reboot: list[NodeRecord] = []
+        for rec in records.values():
+            if rec.phase.terminal or rec.node in self._work:
+                continue
+            info = snapshot.nodes.get(rec.node)
+            managed = self.lists.managed(rec.node)
+            if rec.phase is P.PENDING:
+                if not managed:
+                    self._cancel(rec, "no longer managed (blacklist/whitelist)", now)
+                continue  # new work starts in _start_new
+            if info is None or not info.state_known:
+                report.waiting[rec.node] = "node state unknown: not acting"
+                continue
+            if rec.drained_by_us and info.drained and not info.drained_by_autoupdate:
+                # A human re-drained it with their own reason: theirs now; never resume it.
+                self._transition(rec, P.CANCELLED if rec.phase in phases.PRE_APPLY else P.FAILED,
+                                 now, f"taken over by a human: {info.reason}",
+                                 cancel_reason="taken over by a human", drained_by_us=False)
+                continue
+            if not managed and rec.phase in phases.PRE_APPLY:
+                self._cancel(rec, "newly blacklisted: resuming without applying", now)
+                continue
+            if rec.phase is P.DRAINING:
+                if not rec.action_done:
+                    to_drain.setdefault(drain_reason(rec), []).append(rec.node)
+                elif info.drained_by_autoupdate and not snapshot.busy(rec.node) \
+                        and info.base in (NodeBase.IDLE, NodeBase.DOWN) and "COMPLETING" not in info.flags:
+                    rec = self._transition(rec, P.DRAINED, now, "empty")
+                    rec = self._transition(rec, P.APPLYING, now)
+                    to_apply.setdefault((rec.target, rec.klass), []).append(rec)
+                elif not info.drained:
+                    to_drain.setdefault(drain_reason(rec), []).append(rec.node)  # lost our drain: redo
+            elif rec.phase is P.DRAINED:
+                rec = self._transition(rec, P.APPLYING, now)
+                to_apply.setdefault((rec.target, rec.klass), []).append(rec)
+            elif rec.phase is P.APPLYING:
+                to_apply.setdefault((rec.target, rec.klass), []).append(rec)
+            elif rec.phase is P.REBOOTING:
+                if not rec.action_done:
+                    to_reboot.append(rec)
+                else:
+                    status = self._poll_reboot(rec, snapshot, now)
+                    if status.state == "done":
+                        self._verify(self._transition(rec, P.VERIFYING, now, "back"), snapshot)
+                    elif status.state == "failed":
+                        self._attempt_failed(rec, f"reboot: {status.message}", now)
+            elif rec.phase is P.VERIFYING:
+                self._verify(rec, snapshot)
+            elif rec.phase is P.RESUMING:
+                if not info.drained:
+                    if rec.cancel_reason:
+                        self._transition(rec, P.CANCELLED, now, "resumed, not updated", drained_by_us=False)
+                    else:
+                        self._finish(replace(rec, drained_by_us=False), now)
+                elif info.drained_by_autoupdate:
+                    to_resume.append(rec)
+            elif rec.phase is P.RETRY_WAIT:
+                rollout = self.store.rollout(rec.rollout_id)
+                if rollout is not None and rollout.state is RolloutState.HALTED:
+                    self._transition(rec, P.FAILED, now, f"rollout halted: {rollout.reason}")
+                elif now >= rec.next_attempt_at and rollout is not None and rollout.state.active:
+                    if rec.klass == ChangeClass.DRAIN and not info.drained_by_autoupdate:
+                        report.waiting[rec.node] = "not drained by autoupdate any more"
+                        continue
+                    rec = self._transition(rec, P.APPLYING, now, f"attempt {rec.attempts + 1}")
+                    to_apply.setdefault((rec.target, rec.klass), []).append(rec)
+        self._do_drains(to_drain, records, now)
+        self._do_resumes(to_resume, now)
+        self._do_applies(to_apply)
+        self._do_reboots(to_reboot, now, report)
+
+    def _poll_reboot(self, rec: NodeRecord, snapshot: ClusterSnapshot, now: float) -> RebootStatus:
+        try:
+            return self.rebooter.poll(rec, snapshot, now)
+        except Exception as exc:
+            return RebootStatus("failed", str(exc))
+
+    def _verify(self, rec: NodeRecord, snapshot: ClusterSnapshot) -> None:
+        self._submit(rec, self._run_checks, rec, snapshot)
+
+    def _do_drains(self, to_drain: dict[str, list[str]], records: Mapping[str, NodeRecord], now: float) -> None:
+        for reason, nodes in to_drain.items():
+            try:
+                self.wm.drain(nodes, reason)
+            except AdapterError as exc:
+                log.error("drain failed", nodes=fold(nodes), error=str(exc))
+                continue
+            for n in nodes:
+                rec = self.store.record(n)
+                if rec is not None and rec.phase is P.DRAINING:
+                    self._mark_done(rec, now)
+
+    def _do_resumes(self, recs: list[NodeRecord], now: float) -> None:
+        if recs:
+            nodes = [r.node for r in recs]
+            self._safe(lambda: self.wm.resume(nodes), fold(nodes), "resume")
+
+    def _do_applies(self, batches: dict[tuple[str, ChangeClass], list[NodeRecord]]) -> None:
+        for (target, klass), recs in batches.items():
+            revision = self._revision(target)
+            nodes = [r.node for r in recs]
+            actions = {r.node: r.actions for r in recs if r.actions}
+            fut = self.executor.submit(self.applier.apply, nodes, revision, klass, actions)
+            for r in recs:
+                self._work[r.node] = (P.APPLYING, _Pick(fut, r.node))
+
+    def _revision(self, sha: str) -> Revision:
+        try:
+            return self.source.revision(sha)
+        except AdapterError:
+            return Revision(sha)
+
+    def _do_reboots(self, recs: list[NodeRecord], now: float, report: TickReport) -> None:
+        if not recs:
+            return
+        # Fresh state right before a disruptive action: one more read for the whole batch.
+        fresh = self._snapshot_or_none()
+        if fresh is None:
+            report.error = "cannot re-read the workload manager before rebooting: not rebooting"
+            return
+        for rec in recs:
+            info = fresh.nodes.get(rec.node)
+            why = None
+            if info is None or not info.state_known:
+                why = "node state unknown"
+            elif not info.drained_by_autoupdate:
+                why = f"not drained by autoupdate ({info.describe()} {info.reason!r})"
+            elif fresh.busy(rec.node):
+                why = f"jobs still running ({','.join(j.job_id for j in fresh.jobs_on(rec.node))})"
+            if why:
+                report.waiting[rec.node] = f"reboot held: {why}"
+                log.warning("reboot held", node=rec.node, why=why)
+                continue
+            rec = replace(rec, boot_time_before=info.boot_time)
+            self.store.save(rec, at=now)
+            self._submit(rec, self.rebooter.start, rec, fresh)
+
+    # --- starting new work --------------------------------------------------------------------
+    def _start_new(self, rollout: Rollout, records: Mapping[str, NodeRecord], snapshot: ClusterSnapshot,
+                   now: float, report: TickReport) -> None:
+        pending = [r for r in records.values() if r.phase is P.PENDING and r.rollout_id == rollout.id]
+        if not pending:
+            return
+        budget = Budget.compute(self.settings.rollout, snapshot, records)
+        in_flight = sum(1 for r in records.values() if r.phase in IN_FLIGHT)
+
+        def gate(rec: NodeRecord) -> str | None:
+            if not self.lists.managed(rec.node):
+                return "not managed"
+            why = stage_allows(rollout, rec) or self.window_gate(rec.klass, now)
+            if why:
+                return why
+            held = held_by_others(snapshot.nodes.get(rec.node), snapshot)
+            if held:
+                report.held[rec.node] = held
+            return held
+
+        sel = select(pending, snapshot, budget, in_flight, self.settings.rollout.max_in_flight, gate)
+        report.waiting.update(sel.waiting)
+        to_drain: dict[str, list[str]] = {}
+        to_apply: dict[tuple[str, ChangeClass], list[NodeRecord]] = {}
+        for rec in sel.start:
+            report.started.append(rec.node)
+            if rec.klass == ChangeClass.DRAIN:
+                rec = self._transition(rec, P.DRAINING, now, "draining", drained_by_us=True)
+                to_drain.setdefault(drain_reason(rec), []).append(rec.node)
+            else:
+                rec = self._transition(rec, P.APPLYING, now, "applying live")
+                to_apply.setdefault((rec.target, rec.klass), []).append(rec)
+        self._do_drains(to_drain, self.store.records(), now)
+        self._do_applies(to_apply)
+
+    # --- rollout lifecycle --------------------------------------------------------------------
+    def _lifecycle(self, now: float) -> None:
+        rollout = self.store.active_rollout()
+        if rollout is None:
+            return
+        records = list(self.store.records().values())
+        # Nodes still finishing an older target come back to this rollout when done.
+        stragglers = any(r.rollout_id != rollout.id and not r.phase.terminal for r in records)
+        state, reason = next_state(rollout, records, now, self.settings.rollout, stragglers)
+        if state is rollout.state:
+            return
+        rollout.state, rollout.updated_at = state, now
+        if reason:
+            rollout.reason = reason
+        if state is RolloutState.SOAK:
+            rollout.soak_until = now + self.settings.rollout.soak_seconds
+            self.emit("canary.passed", f"canaries {fold(rollout.canaries)} passed; soaking "
+                      f"{self.settings.rollout.soak_seconds:g}s", rollout_id=rollout.id, target=rollout.target)
+        self.store.save_rollout(rollout)
+        if state is RolloutState.HALTED:
+            for rec in records:
+                if rec.rollout_id == rollout.id and (rec.phase in phases.PRE_APPLY or rec.phase is P.PENDING):
+                    self._cancel(rec, f"rollout halted: {reason}", now)
+            self.emit("rollout.halted", f"{rollout.target[:12]} halted: {reason}", rollout_id=rollout.id,
+                      target=rollout.target, needs_human=True)
+        elif state is RolloutState.DONE:
+            self.emit("rollout.done", f"{rollout.target[:12]} rolled out" + (f" ({reason})" if reason else ""),
+                      rollout_id=rollout.id, target=rollout.target)
+        elif state is RolloutState.WAVES:
+            self.emit("rollout.waves", f"{rollout.target[:12]}: waves started", rollout_id=rollout.id,
+                      target=rollout.target)
+            self._lifecycle(now)  # an empty rollout is done at once
+
+    # --- admin actions ------------------------------------------------------------------------
+    def retry(self, nodes: Iterable[str]) -> list[str]:
+        """Failed nodes get a fresh set of attempts."""
+        done = []
+        with self._lock:
+            now = self.clock.now()
+            for n in nodes:
+                rec = self.store.record(n)
+                if rec is not None and rec.phase is P.FAILED:
+                    self._transition(rec, P.RETRY_WAIT, now, "retry asked by an admin", attempts=0,
+                                     next_attempt_at=now, canary=False)
+                    done.append(n)
+        return done
+
+    def skip(self, nodes: Iterable[str]) -> list[str]:
+        """Failed nodes are given up on for this commit; they stay as they are."""
+        done = []
+        with self._lock:
+            now = self.clock.now()
+            for n in nodes:
+                rec = self.store.record(n)
+                if rec is not None and rec.phase is P.FAILED:
+                    self._transition(rec, P.SKIPPED, now, "skipped by an admin")
+                    done.append(n)
+        return done
+
+    def idle(self) -> bool:
+        """Nothing left to do: HEAD rolled out (or halted/error) and no node in flight."""
+        r = self.store.latest_rollout()
+        busy = any(not rec.phase.terminal for rec in self.store.records().values())
+        return not busy and (r is None or not r.state.active) and not self._work
+
+    def shutdown(self) -> None:
+        self.executor.shutdown(wait=True)
+
+
+class _Pick(Future):
+    """One node's share of a batch future (apply runs once for the whole batch)."""
+
+    def __init__(self, batch: Future, node: str):
+        super().__init__()
+        self._batch, self._node = batch, node
+
+    def done(self) -> bool:
+        return self._batch.done()
+
+    def result(self, timeout=None):
+        results = self._batch.result(timeout)
+        if self._node not in results:
+            raise RuntimeError(f"the applier returned no result for {self._node}")
+        return results[self._node]

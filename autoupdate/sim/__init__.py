@@ -1,0 +1,1 @@
+"""The built-in simulated cluster (demo, benchmarks, engine scenarios)."""
