@@ -10,33 +10,12 @@ reports its image in one of these ways (config `images.booted.source`):
 """
 from __future__ import annotations
 
-import json
-import re
-
 from ...model import ClusterSnapshot, NodeInfo, NodeRecord
 from ...ports import ImageError
+from ..basic import expand_argv
+from ..revision_check import from_extra  # same Extra conventions as the revision check
 from . import backend_for, image_action
 from .base import run
-from .command import expand_argv
-
-
-def from_extra(info: NodeInfo, key: str) -> str | None:
-    text = info.extra.strip()
-    if not text:
-        return None
-    if text.startswith("{"):
-        try:
-            data = json.loads(text)
-        except ValueError:
-            data = None
-        if isinstance(data, dict):
-            value = data.get(key)
-            return None if value is None else str(value)
-    for token in re.split(r"[\s,;]+", text):
-        name, sep, value = token.partition("=")
-        if sep and name == key:
-            return value
-    return None
 
 
 def from_features(info: NodeInfo, key: str) -> str | None:
@@ -62,13 +41,14 @@ class BootedImage:
     def read(self, node: str, snapshot: ClusterSnapshot) -> str | None:
         """The booted image, None when the node does not say (a failure for the check)."""
         if self.source == "command":
-            argv = expand_argv(self.command, {"node": node, "nodes": node, "hostlist": node,
-                                              "image": "", "mode": ""})
+            argv = expand_argv(self.command, node=node)
             return run(argv, self.timeout, "booted-image command").stdout.strip() or None
         info = snapshot.nodes.get(node)
         if info is None:
             return None
-        return from_extra(info, self.key) if self.source == "extra" else from_features(info, self.key)
+        if self.source == "extra":
+            return from_extra(info.extra, self.key)
+        return from_features(info, self.key)
 
 
 class ImageCheck:

@@ -14,15 +14,8 @@ from typing import Mapping, Sequence
 
 from ...nodeset import fold
 from ...ports import ImageError
+from ..basic import expand_argv
 from .base import check_mode, parse_json, run
-
-PLACEHOLDER = re.compile(r"\{(nodes|hostlist|node|image|mode)\}")
-
-
-def expand_argv(template: Sequence[str], values: Mapping[str, str]) -> list[str]:
-    """Replace known placeholders only (other braces stay as they are: no str.format surprises)."""
-    return [PLACEHOLDER.sub(lambda m: values[m.group(1)], arg) for arg in template]
-
 
 def per_node(template: Sequence[str]) -> bool:
     return any("{node}" in arg for arg in template)
@@ -49,8 +42,8 @@ class CommandBackend:
         """(nodes covered, argv) for each command to run: one per node or one for all."""
         common = {"nodes": ",".join(nodes), "hostlist": fold(nodes), "image": "", "mode": "", **values}
         if per_node(template):
-            return [([n], expand_argv(template, {**common, "node": n})) for n in nodes]
-        return [(list(nodes), expand_argv(template, {**common, "node": ""}))]
+            return [([n], expand_argv(template, **common, node=n)) for n in nodes]
+        return [(list(nodes), expand_argv(template, **common, node=""))]
 
     def set_image(self, nodes: Sequence[str], image: str, mode: str = "reload") -> None:
         check_mode(mode)
