@@ -61,9 +61,13 @@ def load_inventory(inventory: str, workdir: Path, patterns: Iterable[str] = (),
                          errors=data.get("errors", {}))
 
 
+_WHERE_DEFINED = frozenset({"inventory_file", "inventory_dir"})  # differ per checkout
+
+
 def _fingerprint(host) -> str:
     groups = sorted(g.get_name() for g in host.get_groups())
-    text = json.dumps({"groups": groups, "vars": host.get_vars()}, sort_keys=True, default=str)
+    own = {k: v for k, v in host.get_vars().items() if k not in _WHERE_DEFINED}
+    text = json.dumps({"groups": groups, "vars": own}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

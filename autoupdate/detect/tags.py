@@ -94,10 +94,14 @@ class TagsDetector:
         if new.unresolved:
             notes.append("not followed: " + "; ".join(new.unresolved[:5]))
 
-        findings = [self._task_finding(t, inv) for t in changed_tasks(old, new)]
+        changed = changed_tasks(old, new)
+        findings = [self._task_finding(t, inv) for t in changed]
+        touched = {t.file for t in changed}
         for path in paths:
-            if path in new.files or path in old.files:
-                continue  # its tasks are among the changed tasks above
+            if path in new.files or path in old.files:  # its tasks are among the changed ones
+                if path not in touched:
+                    findings.append(Finding(path, ChangeClass.GOOD, (), "no task changed"))
+                continue
             findings.extend(self._file_findings(ctx, path, new, old, inv))
         return findings, notes
 
@@ -180,6 +184,9 @@ class TagsDetector:
             hosts = managed_set if f.hosts is None else managed_set & set(f.hosts)
             for h in hosts:
                 classes[h] = max(classes.get(h, ChangeClass.GOOD), f.klass)
+            if f.klass is ChangeClass.GOOD:
+                lines.append(f"{f.what}: good ({f.why})")
+                continue
             target = fold(sorted(hosts)) or "no managed node"
             lines.append(f"{f.what}: {f.klass.label} on {target}" + (f" ({f.why})" if f.why else ""))
         lines = sorted(set(lines))
