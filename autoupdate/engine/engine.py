@@ -37,7 +37,7 @@ class InlineExecutor:
         fut: Future = Future()
         try:
             fut.set_result(fn(*args, **kwargs))
-        except BaseException as exc:  # noqa: BLE001 - handed back to the caller via the future
+        except Exception as exc:  # handed back to the caller via the future, as a pool would
             fut.set_exception(exc)
         return fut
 

@@ -1,0 +1,282 @@
+"""Engine scenarios on the simulated cluster (manual clock, work run inline)."""
+from __future__ import annotations
+
+import pytest
+
+from autoupdate.model import NodePhase, REASON_PREFIX
+from autoupdate.safety import write_pause, clear_pause
+from enginekit import Kit
+
+
+def all_done(kit: Kit, target: str) -> bool:
+    return kit.rollout_state() == "done" and all(kit.running(n) == target for n in kit.cluster.nodes)
+
+
+def test_drain_rollout_canaries_first_then_waves(tmp_path):
+    kit = Kit(tmp_path, jobs={"n01": 300, "n05": 1000})
+    kit.engine.fetch()  # baseline
+    target = kit.commit({"drain/k": "2"})
+    order: list[str] = []
+
+    def record_starts():
+        for n in kit.cluster.nodes:
+            if kit.phase(n) not in (None, "pending") and n not in order:
+                order.append(n)
+
+    kit.run_until(lambda: all_done(kit, target), each=record_starts)
+    assert set(order[:2]) == {"n01", "n02"}, order  # the canaries went first
+    assert kit.cluster.stats.jobs_killed == 0
+    assert kit.cluster.stats.jobs_completed >= 2  # both running jobs ran to their end
+    kinds = [e.kind for e in kit.notified]
+    assert kinds.index("canary.passed") < kinds.index("rollout.done")
+
+
+def test_hot_change_is_applied_without_draining(tmp_path):
+    kit = Kit(tmp_path, jobs={"n03": 5000})
+    kit.engine.fetch()
+    target = kit.commit({"hot/m": "2"})
+    kit.run_until(lambda: all_done(kit, target))
+    assert kit.cluster.stats.reboots == 0
+    assert kit.cluster.stats.jobs_completed == 0  # the job on n03 still runs: nothing waited for it
+    assert not any(n.drained for n in kit.cluster.nodes.values())
+
+
+def test_good_change_touches_nothing(tmp_path):
+    kit = Kit(tmp_path)
+    kit.engine.fetch()
+    target = kit.commit({"docs/x": "1"})
+    kit.step()
+    assert kit.rollout_state() == "done"
+    assert kit.store.applied() == {n: target for n in kit.cluster.nodes}
+    assert kit.cluster.stats.reboots == 0
+
+
+def test_canary_failure_halts_and_leaves_it_drained_with_reason(tmp_path):
+    kit = Kit(tmp_path, fail_apply=["n01"])
+    kit.engine.fetch()
+    kit.commit({"drain/k": "2"})
+    kit.run_until(lambda: kit.rollout_state() == "halted")
+    for _ in range(20):
+        kit.step()
+    assert kit.phase("n01") == "failed"
+    node = kit.cluster.nodes["n01"]
+    assert node.drained and node.reason.startswith(REASON_PREFIX) and "canary failed" in node.reason
+    # nothing beyond the canaries was touched; the other canary was resumed or finished
+    assert all(kit.phase(n) in ("cancelled", None) for n in kit.cluster.nodes if n not in ("n01", "n02"))
+    assert not any(kit.cluster.nodes[n].drained for n in kit.cluster.nodes if n != "n01")
+    assert any(e.kind == "rollout.halted" and e.needs_human for e in kit.notified)
+
+
+def test_retries_exhausted_leave_node_drained_with_reason_and_budget_halts(tmp_path):
+    kit = Kit(tmp_path, fail_boot=["n05", "n06"], config={"nodes": {"canaries": ""}})
+    kit.engine.fetch()
+    kit.commit({"drain/k": "2"})
+    kit.run_until(lambda: kit.rollout_state() == "halted", seconds=60)
+    for n in ("n05", "n06"):
+        rec = kit.store.record(n)
+        assert rec.phase is NodePhase.FAILED and rec.attempts == 3
+        assert kit.cluster.nodes[n].drained and "failed after 3 attempt(s)" in kit.cluster.nodes[n].reason
+    assert "failure budget" in kit.store.latest_rollout().reason
+
+
+def test_pause_in_the_middle_of_a_wave(tmp_path):
+    kit = Kit(tmp_path, config={"nodes": {"canaries": ""}, "rollout": {"max_unavailable": 1}},
+              jobs={n: 400 for n in ("n01", "n02", "n03", "n04", "n05", "n06", "n07", "n08")})
+    kit.engine.fetch()
+    target = kit.commit({"drain/k": "2"})
+    kit.step()
+    started = {n for n in kit.cluster.nodes if kit.phase(n) != "pending"}
+    assert len(started) == 2  # one per partition
+    write_pause(kit.settings.pause_file, "bugfixing the playbook", "admin", kit.clock.now())
+    for _ in range(200):
+        kit.step()
+    assert {n for n in kit.cluster.nodes if kit.phase(n) != "pending"} == started  # nothing new
+    assert all(kit.phase(n) == "done" for n in started)  # in flight finished
+    clear_pause(kit.settings.pause_file)
+    kit.run_until(lambda: all_done(kit, target))
+    assert [e.kind for e in kit.notified].count("paused") == 1
+
+
+def test_blacklisted_node_is_never_touched(tmp_path):
+    kit = Kit(tmp_path, config={"nodes": {"blacklist": "n03", "canaries": "n01"}})
+    kit.engine.fetch()
+    target = kit.commit({"drain/k": "2"})
+    kit.run_until(lambda: kit.rollout_state() == "done")
+    assert kit.store.record("n03") is None
+    assert kit.running("n03") != target and kit.cluster.nodes["n03"].boot_time < kit.clock.now() - 3600
+    assert all(kit.running(n) == target for n in kit.cluster.nodes if n != "n03")
+
+
+def test_human_drained_node_is_never_resumed_nor_overwritten(tmp_path):
+    kit = Kit(tmp_path)
+    kit.cluster.drain(["n04"], "bad DIMM, ticket 4711", user="alice")
+    kit.engine.fetch()
+    kit.commit({"drain/k": "2"})
+    for _ in range(300):
+        kit.step()
+    node = kit.cluster.nodes["n04"]
+    assert node.drained and node.reason == "bad DIMM, ticket 4711" and node.reason_user == "alice"
+    assert kit.phase("n04") == "pending"
+    assert "drained by alice" in kit.engine.last_report.held["n04"]
+
+
+def test_human_redrain_mid_update_is_respected(tmp_path):
+    kit = Kit(tmp_path, config={"nodes": {"canaries": ""}, "rollout": {"max_unavailable": 4}},
+              jobs={"n01": 5000})
+    kit.engine.fetch()
+    kit.commit({"drain/k": "2"})
+    kit.step()
+    assert kit.phase("n01") == "draining"
+    kit.cluster.drain(["n01"], "investigating", user="bob")
+    for _ in range(50):
+        kit.step()
+    assert kit.phase("n01") == "cancelled"
+    assert kit.cluster.nodes["n01"].reason == "investigating"
+
+
+@pytest.mark.parametrize("max_unavailable,already_down", [(1, 0), (2, 0), (2, 1), ("50%", 1)])
+def test_capacity_budget_is_never_exceeded(tmp_path, max_unavailable, already_down):
+    kit = Kit(tmp_path, n=8, config={"nodes": {"canaries": ""}, "rollout": {"max_unavailable": max_unavailable}},
+              jobs={f"n0{i}": 100 * i for i in range(1, 9)})
+    for i in range(already_down):
+        kit.cluster.drain([f"n0{4 - i}"], "hardware", user="root")
+    kit.engine.fetch()
+    kit.commit({"drain/k": "2"})
+    limit = max_unavailable if isinstance(max_unavailable, int) else 2
+
+    def check():
+        for part in ("a", "b"):
+            names = [n for n, node in kit.cluster.nodes.items() if part in node.partitions]
+            out = sum(1 for n in names if kit.cluster.nodes[n].drained or kit.cluster.nodes[n].reboot_until)
+            assert out <= limit, (part, out, limit)
+
+    held = {f"n0{4 - i}" for i in range(already_down)}
+    kit.run_until(lambda: all(kit.phase(n) == "done" for n in kit.cluster.nodes if n not in held), each=check)
+    assert all(kit.phase(n) == "pending" for n in held)  # someone else's: waits, untouched
+    assert kit.cluster.stats.jobs_killed == 0
+
+
+def test_idle_nodes_first_then_soonest_ending(tmp_path):
+    kit = Kit(tmp_path, n=4, config={"nodes": {"canaries": ""}, "rollout": {"max_unavailable": 1}},
+              jobs={"n01": 3000, "n02": 100, "n03": 200, "n04": 5000})
+    kit.engine.fetch()
+    kit.commit({"drain/k": "2"})
+    kit.step(1)
+    assert kit.phase("n02") == "draining" and kit.phase("n01") == "pending"  # partition a: n02 ends sooner
+    assert kit.phase("n03") == "draining" and kit.phase("n04") == "pending"  # partition b
+
+
+def test_newer_commit_supersedes_without_rebooting_twice(tmp_path):
+    kit = Kit(tmp_path, config={"nodes": {"canaries": ""}, "rollout": {"max_unavailable": 4}},
+              jobs={n: 1000 for n in ("n01", "n02", "n05", "n06")})
+    kit.engine.fetch()
+    kit.commit({"drain/k": "2"}, "first")
+    kit.step()
+    assert kit.phase("n01") == "draining"
+    second = kit.commit({"drain/k": "3"}, "second")
+    kit.run_until(lambda: all_done(kit, second))
+    assert kit.cluster.stats.reboots == 8  # every node exactly once
+    assert [r.state.value for r in kit.store.rollouts()] == ["done", "superseded"]
+
+
+def test_error_commit_starts_nothing(tmp_path):
+    kit = Kit(tmp_path, config={"detectors": [{"type": "path_rules", "rules_file": "rules.yaml"}]})
+    kit.engine.fetch()
+    kit.commit({"rules.yaml": "- {glob: 'x/*', class: [unclosed"}, "broken rules")
+    kit.step()
+    assert kit.rollout_state() == "error"
+    assert "rules.yaml" in kit.store.latest_rollout().reason
+    assert kit.store.records() == {}
+    assert any(e.kind == "rollout.error" for e in kit.notified)
+
+
+def test_unreadable_cluster_means_no_action(tmp_path):
+    kit = Kit(tmp_path, config={"nodes": {"canaries": ""}})
+    kit.engine.fetch()
+    kit.commit({"drain/k": "2"})
+    kit.cluster.unreadable = True
+    report = kit.engine.tick()
+    assert not report.ok and "cannot read" in report.error
+    assert not any(n.drained for n in kit.cluster.nodes.values())
+    kit.cluster.unreadable = False
+    kit.step()
+    assert any(n.drained for n in kit.cluster.nodes.values())
+
+
+def test_missing_base_commit_after_force_push_is_reported(tmp_path):
+    kit = Kit(tmp_path)
+    kit.engine.fetch()
+    kit.commit({"drain/k": "2"})
+    kit.source.rewrite(2)  # history rewritten: the baseline and the commit are gone
+    kit.source.commit({"README": "y", "drain/k": "5"}, "rewritten")
+    kit.engine.fetch()
+    assert any(e.kind == "source.force_push" for e in kit.notified)
+    assert kit.rollout_state() == "error" and "missing" in kit.store.latest_rollout().reason
+
+
+def test_fetch_failure_is_reported_not_raised(tmp_path):
+    kit = Kit(tmp_path)
+    kit.source.fail_fetch = True
+    assert kit.engine.fetch() is None
+    assert any(e.kind == "source.error" for e in kit.notified)
+
+
+def test_failing_notifier_never_stops_a_rollout(tmp_path):
+    kit = Kit(tmp_path)
+
+    class Broken:
+        def notify(self, event):
+            raise RuntimeError("slack is down")
+
+    kit.engine.notifiers.insert(0, Broken())
+    kit.engine.fetch()
+    target = kit.commit({"drain/k": "2"})
+    kit.run_until(lambda: all_done(kit, target))
+
+
+def test_admin_retry_and_skip(tmp_path):
+    kit = Kit(tmp_path, fail_apply=["n07"], config={"nodes": {"canaries": ""}, "rollout": {"failure_budget": 3}})
+    kit.engine.fetch()
+    target = kit.commit({"drain/k": "2"})
+    kit.run_until(lambda: kit.phase("n07") == "failed", seconds=30)
+    kit.applier.fail.clear()
+    assert kit.engine.retry(["n07", "n01"]) == ["n07"]
+    kit.run_until(lambda: all_done(kit, target), seconds=30)
+    assert kit.cluster.stats.jobs_killed == 0
+
+
+class Crash(BaseException):
+    """Stands for SIGKILL: the process dies right after persisting, before the action."""
+
+
+def _arm(kit: Kit, phase: str, node: str) -> None:
+    targets = {"draining": (kit.cluster, "drain"), "applying": (kit.applier, "apply"),
+               "rebooting": (kit.cluster, "reboot"), "verifying": (kit.engine.checks[0], "check"),
+               "resuming": (kit.cluster, "resume")}
+    obj, name = targets[phase]
+    real = getattr(obj, name)
+
+    def once(*args, **kwargs):
+        flat = [a for arg in args for a in (arg if isinstance(arg, (list, tuple)) else [arg])]
+        if node in flat or any(getattr(a, "node", None) == node for a in args):
+            setattr(obj, name, real)
+            raise Crash(phase)
+        return real(*args, **kwargs)
+
+    setattr(obj, name, once)
+
+
+@pytest.mark.parametrize("phase", ["draining", "applying", "rebooting", "verifying", "resuming"])
+def test_killed_in_every_phase_resumes_where_it_stopped(tmp_path, phase):
+    kit = Kit(tmp_path, config={"nodes": {"canaries": ""}}, jobs={"n01": 500, "n02": 50})
+    kit.engine.fetch()
+    target = kit.commit({"drain/k": "2"})
+    _arm(kit, phase, "n01")
+    with pytest.raises(Crash):
+        kit.run_until(lambda: False, max_steps=500)
+    assert kit.phase("n01") == phase  # persisted before the action it stands for
+    kit.restart()
+    kit.run_until(lambda: all_done(kit, target))
+    assert kit.cluster.stats.jobs_killed == 0
+    assert not any(n.drained for n in kit.cluster.nodes.values())
+    assert kit.cluster.stats.reboots == 8
