@@ -16,7 +16,7 @@ from autoupdate.model import (
 )
 from autoupdate.ports import ImageError
 from autoupdate.registry import build
-from tests.standins.cli_state import install_bin, read_state, write_state
+from standins.cli_state import install_bin, read_state, write_state
 
 REV = Revision("a" * 40)
 

@@ -11,7 +11,7 @@ from autoupdate.adapters.images.command import CommandBackend
 from autoupdate.adapters.images.scyld import ScyldBackend
 from autoupdate.adapters.images.warewulf import WarewulfBackend, parse_list_all
 from autoupdate.ports import ImageError
-from tests.standins.cli_state import install_bin, read_state, write_state
+from standins.cli_state import install_bin, read_state, write_state
 
 NODES = ["node001", "node002", "node003"]
 

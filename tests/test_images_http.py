@@ -14,8 +14,8 @@ from autoupdate.adapters.images.csm_bss import (
 )
 from autoupdate.adapters.images.exostellar import ExostellarBackend
 from autoupdate.ports import ImageError
-from tests.standins.bss import BssStub, entry
-from tests.standins.exostellar import ExostellarStub, image
+from standins.bss import BssStub, entry
+from standins.exostellar import ExostellarStub, image
 
 TOKEN = "s3cr3t-token-0123456789abcdef"
 OLD, NEW = "8f41cc54-82f8-436c-905f-869f216ce487", "a44ff301-6232-46b4-9ba6-88ee1d19e2c2"

@@ -109,6 +109,9 @@ def checks_from_settings(settings, deps) -> list:
         checks.append(SimRevisionCheck())
     if settings.verify.health_check:
         checks.append(HealthCommand(settings.verify.health_check, settings.verify.timeout))
+    if settings.images.backend:  # set to boot, and booted, the image of the node's image action
+        from .images.check import checks_from_settings as image_checks
+        checks += image_checks(settings, deps)
     return checks
 
 

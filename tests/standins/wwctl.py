@@ -6,7 +6,7 @@ State: {"version": "4.6.0", "images": [...], "profiles": {"default": {"image": X
 Like the real tool: `--image` exists from 4.6 on, `--container`/-C before (an unknown flag is a
 cobra error); `node set` asks for confirmation unless --yes (and, with no terminal, modifies
 nothing); unknown nodes and images are errors; `node list -a` prints the merged fields table.
-After every change it writes <state>.provision/<node>: the image warewulfd would serve to that
+After every call it writes <state>.provision/<node>: the image warewulfd would serve to that
 node at its next boot (a test reboot can "boot" it).
 """
 from __future__ import annotations
@@ -112,7 +112,6 @@ def node_set(state: dict, args: list[str]) -> None:
     for n in nodes:
         if image:
             state["nodes"][n]["image"] = image
-    publish(state)
 
 
 def node_list(state: dict, args: list[str]) -> None:
@@ -165,6 +164,7 @@ def main(argv: list[str]) -> None:
             power(state, argv[1:])
         else:
             die(f"Error: unknown command {' '.join(argv[:2])!r} for \"wwctl\"")
+        publish(state)
 
 
 if __name__ == "__main__":
