@@ -14,6 +14,7 @@ from .engine.engine import Engine
 from .model import RolloutState
 from .safety import SafetyError
 from .store import Store
+from .supervision import Supervision
 from .wiring import Deps
 
 log = structlog.get_logger("autoupdate.daemon")
@@ -34,7 +35,9 @@ class Service:
             from .sim.clock import ScaledClock
             self.deps = Deps(settings, clock=ScaledClock(settings.cluster.sim.speed), **overrides)
         self.store = Store(state_db(settings))
-        self.engine = Engine.from_deps(self.deps, self.store)
+        # systemd, windows, live reload, progress, metrics: see supervision.py
+        self.supervision = Supervision(settings, config_path)
+        self.engine = Engine.from_deps(self.deps, self.store, window_gate=self.supervision.window_gate)
         self.scheduler = BlockingScheduler()
         self.exit_code = EXIT_OK
         self._exit_when_done = False
@@ -47,10 +50,12 @@ class Service:
         self.engine.fetch()
 
     def _tick_job(self) -> None:
-        if self._reload.is_set():
+        if self._reload.is_set() or self.supervision.config_changed():
             self._reload.clear()
             self.reload()
+        self.supervision.before_tick(self)
         report = self.engine.tick()
+        self.supervision.after_tick(self, report)
         self._ticks += 1
         if self._exit_when_done and self._ticks > 1 and report.ok and self.engine.idle():
             latest = self.store.latest_rollout()
@@ -68,6 +73,7 @@ class Service:
         """Re-read the config file; an invalid one is rejected and the old one stays."""
         if not self.config_path:
             return False
+        self.supervision.remember_config()
         try:
             new = load_config(self.config_path)
             self.engine.reconfigure(new)
@@ -75,8 +81,9 @@ class Service:
             self.engine.emit("config.rejected", f"new configuration rejected, keeping the old one: {exc}",
                              needs_human=True)
             return False
+        note = self.supervision.reloaded(self.settings, new)
         self.settings = new
-        self.engine.emit("config.reloaded", f"configuration reloaded from {self.config_path}")
+        self.engine.emit("config.reloaded", f"configuration reloaded from {self.config_path}{note}")
         return True
 
     # --- running ------------------------------------------------------------------------------
@@ -85,7 +92,8 @@ class Service:
         self._deadline = time.monotonic() + max_seconds if max_seconds else None
         c = self.settings.control
         self.engine.fetch()
-        self.engine.tick()
+        self.supervision.after_tick(self, self.engine.tick())
+        self.supervision.started(self)
         self.scheduler.add_job(self._fetch_job, "interval", seconds=self.settings.repository.fetch_interval,
                                id="fetch", max_instances=1, coalesce=True)
         self.scheduler.add_job(self._tick_job, "interval", seconds=c.poll_interval, id="tick",
@@ -95,6 +103,7 @@ class Service:
         try:
             self.scheduler.start()
         finally:
+            self.supervision.stopping(self)
             self.engine.shutdown()
             self.store.close()
         return self.exit_code
@@ -105,6 +114,7 @@ class Service:
 
         def stop(signum, frame):
             log.info("signal: finishing the step in progress, then exiting", signal=signal.Signals(signum).name)
+            self.supervision.sd.stopping("finishing the step in progress")
             self.scheduler.shutdown(wait=True)
 
         signal.signal(signal.SIGTERM, stop)
