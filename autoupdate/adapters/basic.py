@@ -119,4 +119,7 @@ def notifiers_from_settings(settings, deps) -> list:
     notifiers: list = []
     if settings.notify.log:
         notifiers.append(LogNotifier())
+    if settings.notify.slack is not None:
+        from ..registry import build  # slack-sdk is imported only when Slack is configured
+        notifiers.append(build("notifier", "slack", settings, deps))
     return notifiers
