@@ -14,7 +14,7 @@ from autoupdate.config import ConfigError, parse_config
 from autoupdate.model import (
     ChangeClass, ClusterSnapshot, NodeAction, NodeBase, NodeInfo, NodePhase, NodeRecord, Revision,
 )
-from autoupdate.ports import ImageError
+from autoupdate.ports import ImageError, PowerError
 from autoupdate.registry import build
 from standins.cli_state import install_bin, read_state, write_state
 
@@ -160,11 +160,13 @@ class Clock:
 
 
 class Power:
-    def __init__(self):
-        self.calls = []
+    def __init__(self, error=None):
+        self.calls, self.error = [], error
 
     def set_boot_device(self, node, device, persistent=False):
         self.calls.append((node, device, persistent))
+        if self.error:
+            raise self.error
 
 
 def reboot_rec(actions=act("img-a")):
@@ -188,17 +190,31 @@ def test_rebooter_soft_then_hard_then_done():
     assert rb.poll(r, snap(n1={"boot_time": 900.0}), 50).state == "done"
 
 
-def test_rebooter_times_out_and_reprovision_sets_network_boot():
-    backend, power = FakeBackend(), Power()
+def test_rebooter_hard_only_backend_times_out():
+    backend = FakeBackend()
     backend.has_soft_reboot = False
-    rb = ImageRebooter(backend, settings(groups={"compute": {"mode": "reprovision"}}), power=power, clock=Clock())
+    rb = ImageRebooter(backend, settings(), clock=Clock())
     r = reboot_rec()
     down = snap(n1={"boot_time": 500.0})
     rb.start(r, down)
-    assert power.calls == [("n1", "network", False)]
     assert backend.calls == [("reboot", ("n1",), True)]
+    assert rb.poll(r, down, 99).state == "in_progress"
     status = rb.poll(r, down, 101)
     assert status.state == "failed" and "boot time unchanged" in status.message
+
+
+@pytest.mark.parametrize("group_mode, power_error, expect_calls, expect", [
+    ("reprovision", None, [("n1", "network", False)], (True, "boots img-a (reprovision)")),
+    ("reload", None, [], (True, "boots img-a (reload)")),
+    ("reprovision", PowerError("BMC n1: timed out after 10s"), [("n1", "network", False)],
+     (False, "cannot set the next boot device to network: BMC n1: timed out")),
+])
+def test_applier_reprovision_sets_network_boot(group_mode, power_error, expect_calls, expect):
+    power = Power(power_error)
+    s = settings(groups={"compute": {"mode": group_mode}})
+    res = ImageApplier(FakeBackend(), s, power).apply(["n1"], REV, ChangeClass.DRAIN, {"n1": act("img-a")})
+    assert power.calls == expect_calls
+    assert (res["n1"].ok, expect[1] in res["n1"].message) == (expect[0], True), res["n1"].message
 
 
 def test_rebooter_refuses_backends_without_reboot():

@@ -35,6 +35,19 @@ def die(message: str, code: int = 1) -> None:
     raise SystemExit(code)
 
 
+def known_nodes(state: dict, patterns: list[str], bad_pattern: str, unknown: str) -> list[str]:
+    """Expand hostlist patterns; every node must exist (messages in the tool's own words)."""
+    from ClusterShell.NodeSet import NodeSet, NodeSetException
+    try:
+        wanted = [n for p in patterns for n in NodeSet(p)]
+    except NodeSetException as exc:
+        die(f"{bad_pattern}: {exc}")
+    missing = [n for n in wanted if n not in state["nodes"]]
+    if missing:
+        die(f"{unknown}: {', '.join(missing)}")
+    return wanted
+
+
 def install_bin(bin_dir: Path) -> Path:
     """Wrappers named like the real tools, running the stand-ins with this Python."""
     bin_dir.mkdir(parents=True, exist_ok=True)

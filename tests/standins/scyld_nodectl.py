@@ -16,9 +16,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from ClusterShell.NodeSet import NodeSet, NodeSetException  # noqa: E402
-
-from tests.standins.cli_state import die, locked_state  # noqa: E402
+from tests.standins.cli_state import die, known_nodes, locked_state  # noqa: E402
 
 ENV = "SCYLD_STATE"
 
@@ -61,14 +59,7 @@ def select(state: dict, ids: list[str], all_: bool, default_all: bool) -> list[s
         if all_ or default_all:
             return sorted(state["nodes"])
         die("scyld-nodectl: error: select nodes with --ids or --all")
-    try:
-        wanted = [n for i in ids for n in NodeSet(i)]
-    except NodeSetException as exc:
-        die(f"Invalid node selector: {exc}")
-    unknown = [n for n in wanted if n not in state["nodes"]]
-    if unknown:
-        die(f"Unable to find node(s): {', '.join(unknown)}")
-    return wanted
+    return known_nodes(state, ids, "Invalid node selector", "Unable to find node(s)")
 
 
 def human(nodes: dict, long: bool) -> str:

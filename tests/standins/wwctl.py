@@ -17,9 +17,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from ClusterShell.NodeSet import NodeSet, NodeSetException  # noqa: E402
-
-from tests.standins.cli_state import die, locked_state  # noqa: E402
+from tests.standins.cli_state import die, known_nodes, locked_state  # noqa: E402
 
 ENV = "WWCTL_STATE"
 
@@ -50,14 +48,9 @@ def image_source(state: dict, node: str) -> str:
 
 
 def select(state: dict, patterns: list[str]) -> list[str]:
-    try:
-        wanted = [n for p in patterns for n in NodeSet(p)] if patterns else sorted(state["nodes"])
-    except NodeSetException as exc:
-        die(f"Error: invalid node pattern: {exc}")
-    unknown = [n for n in wanted if n not in state["nodes"]]
-    if unknown:
-        die(f"ERROR  : node(s) not found: {','.join(unknown)}")
-    return wanted
+    if not patterns:
+        return sorted(state["nodes"])
+    return known_nodes(state, patterns, "Error: invalid node pattern", "ERROR  : node(s) not found")
 
 
 def publish(state: dict) -> None:

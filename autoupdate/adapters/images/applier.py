@@ -3,7 +3,9 @@
 The engine hands over a batch of nodes (drained, empty) and each node's actions. Nodes are
 grouped by (image, mode) so a back-end sees one call per image group; each group's setting is
 then read back. A back-end error fails exactly the nodes it concerns, with the back-end's own
-message; nodes without an image action pass untouched.
+message; nodes without an image action pass untouched. For a reprovision, when a power controller
+is configured, the next boot device of each node is then set to the network (one-time, through
+the BMC), so whichever reboot strategy follows boots the installer, not the local disk.
 """
 from __future__ import annotations
 
@@ -13,16 +15,17 @@ from typing import Mapping, Sequence
 import structlog
 
 from ...model import ChangeClass, NodeAction, Revision
-from ...ports import ApplyResult, ImageError
+from ...ports import ApplyResult, ImageError, PowerError
 from . import backend_for, image_action, mode_of
 
 log = structlog.get_logger("autoupdate.images")
 
 
 class ImageApplier:
-    def __init__(self, backend, settings):
+    def __init__(self, backend, settings, power=None):
         self.backend = backend
         self.settings = settings
+        self.power = power
 
     def apply(self, nodes: Sequence[str], target: Revision, klass: ChangeClass,
               actions: Mapping[str, Sequence[NodeAction]]) -> Mapping[str, ApplyResult]:
@@ -55,15 +58,26 @@ class ImageApplier:
             return {**results, **{n: ApplyResult(False, f"set to {image}, but reading back failed: {exc}")
                                   for n in nodes}}
         for n in nodes:
-            if now.get(n) == image:
-                results[n] = ApplyResult(True, f"{self.backend.name}: boots {image} ({mode})",
-                                         changed=before.get(n) != image)
-            else:
+            if now.get(n) != image:
                 results[n] = ApplyResult(False, f"{self.backend.name} reports {now.get(n)!r} "
                                                 f"after setting {image!r}")
+                continue
+            problem = self._network_boot(n) if mode == "reprovision" else None
+            results[n] = ApplyResult(problem is None, problem or f"{self.backend.name}: boots {image} ({mode})",
+                                     changed=before.get(n) != image)
         log.info("image switched", backend=self.backend.name, image=image, mode=mode,
                  ok=sum(r.ok for n, r in results.items() if n in nodes), nodes=len(nodes))
         return results
+
+
+    def _network_boot(self, node: str) -> str | None:
+        if self.power is None:
+            return None
+        try:
+            self.power.set_boot_device(node, "network", persistent=False)
+        except PowerError as exc:
+            return f"reprovision: cannot set the next boot device to network: {exc}"
+        return None
 
 
 def _safe_get(backend, nodes: list[str]) -> dict[str, str]:
@@ -75,4 +89,4 @@ def _safe_get(backend, nodes: list[str]) -> dict[str, str]:
 
 
 def from_settings(settings, deps) -> ImageApplier:
-    return ImageApplier(backend_for(settings, deps), settings)
+    return ImageApplier(backend_for(settings, deps), settings, getattr(deps, "power", None))

@@ -1,9 +1,9 @@
 """The "image" reboot strategy: reboot through the provisioning system itself.
 
-start(): for a reprovision, first set the next boot device to the network through the BMC (when
-a power controller is configured), then the back-end's soft reboot (or its only one). poll():
-done once the node is back (rebooting.booted); after images.soft_reboot_timeout without that,
-the hard reboot (Scyld: power_uri; command: hard_reboot); failed after reboot.timeout.
+start(): the back-end's soft reboot, or its only one (a reprovision's network boot was already
+set by the image applier). poll(): done once the node is back (rebooting.booted); after
+images.soft_reboot_timeout without that, the hard reboot (Scyld: power_uri; command:
+hard_reboot); failed after reboot.timeout.
 Back-ends without a reboot of their own (CSM BSS, Exostellar) use autoupdate's other strategies.
 """
 from __future__ import annotations
@@ -13,21 +13,20 @@ import time
 import structlog
 
 from ...model import ClusterSnapshot, NodeRecord
-from ...ports import IN_PROGRESS, ImageError, PowerError, RebootStatus
+from ...ports import IN_PROGRESS, ImageError, RebootStatus
 from ...rebooting import booted
-from . import backend_for, image_action, mode_of
+from . import backend_for
 
 log = structlog.get_logger("autoupdate.images")
 
 
 class ImageRebooter:
-    def __init__(self, backend, settings, power=None, clock=time.time):
+    def __init__(self, backend, settings, clock=time.time):
         if not hasattr(backend, "reboot"):
             raise ImageError(f"image back-end {backend.name!r} cannot reboot nodes: choose another "
                              f"reboot.strategy (slurm, ipmi...)")
         self.backend = backend
         self.settings = settings
-        self.power = power
         self.clock = clock
         self.soft_timeout = settings.images.soft_reboot_timeout
         self.timeout = settings.reboot.timeout
@@ -36,12 +35,6 @@ class ImageRebooter:
 
     def start(self, record: NodeRecord, snapshot: ClusterSnapshot) -> None:
         node = record.node
-        action = image_action(record.actions)
-        if action is not None and mode_of(self.settings, action) == "reprovision" and self.power:
-            try:
-                self.power.set_boot_device(node, "network", persistent=False)
-            except PowerError as exc:
-                raise ImageError(f"reprovision: cannot set the next boot device to network: {exc}") from None
         soft = getattr(self.backend, "has_soft_reboot", False)
         self.backend.reboot([node], hard=not soft)
         self._started[node] = self.clock()
@@ -77,6 +70,5 @@ class ImageRebooter:
 
 
 def from_settings(settings, deps) -> ImageRebooter:
-    power = getattr(deps, "power", None) if deps is not None else None
     clock = deps.clock.now if deps is not None and hasattr(deps, "clock") else time.time
-    return ImageRebooter(backend_for(settings, deps), settings, power, clock)
+    return ImageRebooter(backend_for(settings, deps), settings, clock)
