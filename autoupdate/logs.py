@@ -20,6 +20,6 @@ def configure(fmt: str = "console", level: str = "info", stream=None) -> None:
         logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
         cache_logger_on_first_use=False,
     )
-    # Quiet the libraries that log through stdlib logging (APScheduler prints every run).
+    # Quiet the libraries that log through stdlib logging (APScheduler warns of every skipped run).
     logging.basicConfig(level=logging.WARNING, stream=stream or sys.stderr)
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)

@@ -65,8 +65,10 @@ class GitSource:
 
     def _commit(self, sha: str):
         try:
-            return self._open().commit(sha)
-        except (BadName, ValueError):
+            commit = self._open().commit(sha)
+            commit.size  # objects load lazily: make a missing one fail here, not later
+            return commit
+        except (BadName, ValueError, GitCommandError):
             raise SourceError(f"commit {sha[:12]} not found in {self.url}") from None
 
     def exists(self, sha: str) -> bool:
