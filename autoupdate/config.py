@@ -496,7 +496,8 @@ def _loc(loc: tuple) -> str:
     for item in loc:
         if isinstance(item, int):
             parts.append(f"[{item}]")
-        elif item in ("function-after", "tagged-union") or str(item).startswith(("function-", "union[", "int", "str", "dict[")):
+        elif item in ("function-after", "tagged-union", "int", "str") \
+                or str(item).startswith(("function-", "union[", "dict[", "list[")):  # pydantic type tags, not keys ('strategy')
             continue
         else:
             parts.append(("." if parts else "") + str(item))

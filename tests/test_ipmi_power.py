@@ -170,17 +170,17 @@ def test_secret_in_a_worker_message_is_redacted():
 
 
 def test_many_bmcs_at_once_one_dead_does_not_hold_up_the_others(bmcs):
-    """Three silent BMCs and three good ones, deadline 2 s: concurrently well under 3 x 2 s."""
+    """Three silent BMCs and three good ones, deadline 4 s: concurrently well under 3 x 4 s."""
     for n in ("n1", "n3", "n5"):
         bmcs.silence(n)
-    pc = controller(bmcs, timeout=2.0, concurrency=6)
+    pc = controller(bmcs, timeout=4.0, concurrency=6)
     started = time.monotonic()
     results = pc.many(NODES, pc.power_state)
     took = time.monotonic() - started
     assert {n: r for n, r in results.items() if not isinstance(r, PowerError)} == \
         {"n2": "on", "n4": "on", "n6": "on"}
     assert all(isinstance(results[n], PowerError) and n in str(results[n]) for n in ("n1", "n3", "n5"))
-    assert took < 4.0, took
+    assert took < 8.0, took
 
 
 def test_concurrency_is_bounded(bmcs):

@@ -112,6 +112,9 @@ def checks_from_settings(settings, deps) -> list:
     if settings.images.backend:  # set to boot, and booted, the image of the node's image action
         from .images.check import checks_from_settings as image_checks
         checks += image_checks(settings, deps)
+    if settings.verify.revision.source != "none":  # the node runs the target commit
+        from .revision_check import from_settings as revision_check
+        checks.append(revision_check(settings))
     return checks
 
 

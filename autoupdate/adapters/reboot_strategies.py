@@ -25,6 +25,7 @@ from .. import proc
 from ..model import ClusterSnapshot, NodeRecord
 from ..ports import IN_PROGRESS, PowerError, RebootStatus
 from ..rebooting import booted
+from .basic import expand_argv
 
 log = structlog.get_logger("autoupdate.reboot")
 
@@ -114,7 +115,7 @@ class SoftThenHardRebooter(_BmcStrategy):
         node = record.node
         if self.boot_device:  # the soft reboot should boot it too (reprovisioning)
             self.power.set_boot_device(node, self.boot_device, self.boot_persistent)
-        argv = [a.replace("{node}", node) for a in self.soft_command]
+        argv = expand_argv(self.soft_command, node=node)
         # The command's outcome decides nothing: `ssh node reboot` often "fails" (255) because the
         # node drops the connection while going down. Whether the node came back decides.
         try:

@@ -15,6 +15,7 @@ from typing import Sequence
 
 from .. import proc
 from ..model import ClusterSnapshot, NodeRecord
+from .basic import expand_argv
 
 _WORD = re.compile(r"[\s,;]+")
 
@@ -70,7 +71,7 @@ class RevisionCheck:
     def _running(self, record: NodeRecord, snapshot: ClusterSnapshot) -> tuple[str | None, str]:
         node = record.node
         if self.source == "command":
-            argv = [a.replace("{node}", node).replace("{target}", record.target) for a in self.command]
+            argv = expand_argv(self.command, node=node, target=record.target)
             try:
                 result = self._run(argv, timeout=self.timeout)
             except proc.CommandError as exc:

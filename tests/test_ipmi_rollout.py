@@ -1,0 +1,206 @@
+"""End to end: `autoupdate run --exit-when-done` on the real Slurm rig, rebooting through real
+IPMI-over-LAN BMCs (tests/bmc, own process) whose power reset restarts that node's slurmd.
+
+The applier stages the target commit into the rig node's `staged` file; a BMC reset boots it
+(staged -> booted, slurmd restarted as freshly booted); verify.revision reads `booted` back.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from autoupdate.model import NodePhase
+from autoupdate.store import Store
+from bmc.fleet import BmcFleet
+
+pytestmark = [pytest.mark.ipmi, pytest.mark.slurm, pytest.mark.slow]
+
+SECRET = "bmc-S3cret!pw"
+WRONG = "0000000bad0000000bad0000000bad0000000bad"
+
+
+@pytest.fixture(scope="module")
+def fleet(slurm_rig_session):
+    rig = slurm_rig_session
+
+    def on_power(node, action):
+        # Each in its own thread: a slow slurmd restart must not delay other BMCs' events.
+        fn = {"reset": rig.power_reset, "cycle": rig.power_reset, "on": rig.power_on,
+              "off": rig.power_off, "soft": rig.power_off}[action]
+        threading.Thread(target=fn, args=(node,), daemon=True).start()
+
+    with BmcFleet(rig.nodes, users={"admin": SECRET}, on_power=on_power) as f:
+        yield f
+
+
+@pytest.fixture
+def bmcs(fleet, slurm_rig):
+    for n in slurm_rig.nodes:
+        fleet.silence(n, False)
+        fleet.set(n, "powered", True)
+        fleet.set(n, "bootdev", "default")
+    with fleet._lock:
+        fleet.events.clear()
+    return fleet
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+class Harness:
+    """A config repository, a config file and the service, for one scenario."""
+
+    def __init__(self, tmp: Path, rig, fleet, **overrides):
+        self.rig, self.fleet = rig, fleet
+        self.repo = tmp / "repo"
+        self.repo.mkdir()
+        git(self.repo, "init", "-q", "-b", "main")
+        git(self.repo, "config", "user.email", "t@example.org")
+        git(self.repo, "config", "user.name", "t")
+        self.commit("kernel/version", "1", "initial")
+        stage = (f"case {{node}} in {overrides.pop('wrong_node', '-')}) echo {WRONG} ;; "
+                 f"*) echo {{target}} ;; esac > {rig.dir}/nodes/{{node}}/staged")
+        config = {
+            "cluster": {"backend": "slurm", "slurm": {"slurm_conf": str(rig.conf), "command_timeout": 15}},
+            "repository": {"url": str(self.repo), "branch": "main", "fetch_interval": 0.5},
+            "detectors": [{"type": "path_rules", "rules": [{"glob": "kernel/**", "class": "drain"}]}],
+            "rollout": {"canary_count": 0, "soak_seconds": 0, "max_unavailable": 2, "max_attempts": 3,
+                        "retry_backoff_seconds": 0.5, "retry_backoff_max_seconds": 1,
+                        "failure_budget": 4},
+            "apply": {"backend": "command", "command": ["sh", "-c", stage], "timeout": 30},
+            "reboot": {"strategy": "ipmi", "timeout": 30},
+            "verify": {"revision": {"source": "command", "command": ["cat", f"{rig.dir}/nodes/{{node}}/booted"]}},
+            "power": {"backend": "ipmi", "addresses": fleet.addresses(), "timeout": 3, "concurrency": 4},
+            "control": {"state_dir": str(tmp / "state"), "poll_interval": 0.3, "log_format": "json",
+                        "log_level": "debug"},
+        }
+        for section, values in overrides.items():
+            config[section] = {**config.get(section, {}), **values}
+        self.config = tmp / "autoupdate.yaml"
+        self.config.write_text(yaml.safe_dump(config))
+        self.log = tmp / "service.log"
+        self.env = dict(os.environ, AUTOUPDATE_BMC_USER="admin", AUTOUPDATE_BMC_PASSWORD=SECRET)
+
+    def commit(self, path: str, content: str, message: str) -> str:
+        f = self.repo / path
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(content + "\n")
+        git(self.repo, "add", path)
+        git(self.repo, "commit", "-q", "-m", message)
+        return git(self.repo, "rev-parse", "HEAD")
+
+    def start(self, max_seconds: float = 120) -> subprocess.Popen:
+        out = open(self.log, "a")
+        return subprocess.Popen([sys.executable, "-m", "autoupdate.cli", "--config", str(self.config),
+                                 "run", "--exit-when-done", "--max-seconds", str(max_seconds)],
+                                env=self.env, stdout=out, stderr=subprocess.STDOUT, text=True)
+
+    def run(self, max_seconds: float = 120) -> int:
+        return self.start(max_seconds).wait(max_seconds + 30)
+
+    def records(self):
+        store = Store(Path(self.config.parent / "state" / "state.db"))
+        try:
+            return store.records()
+        finally:
+            store.close()
+
+    def baseline(self) -> None:
+        assert self.run(30) == 0, self.log.read_text()[-3000:]
+
+
+def assert_no_secret(h: Harness) -> None:
+    text = h.log.read_text()
+    assert text, "the service logged nothing"
+    assert SECRET not in text
+
+
+def test_full_drain_rollout_with_the_ipmi_strategy(tmp_path, slurm_rig, bmcs):
+    h = Harness(tmp_path, slurm_rig, bmcs, reboot={"boot_device": "network"})
+    h.baseline()
+    boots_before = {n: slurm_rig.node_info(n).get("BootTime") for n in slurm_rig.nodes}
+    sha = h.commit("kernel/version", "2", "new kernel")
+    started = time.monotonic()
+    assert h.run() == 0, h.log.read_text()[-3000:]
+    took = time.monotonic() - started
+    recs = h.records()
+    for node in slurm_rig.nodes:
+        assert recs[node].phase is NodePhase.DONE and recs[node].target == sha
+        assert slurm_rig.booted(node) == sha  # it booted what was staged, through the BMC
+        state = bmcs.state(node)
+        assert state["history"][-1] == "reset" and state["bootdev"] == "network"
+        assert slurm_rig.node_info(node).get("BootTime") != boots_before[node]
+    assert set(slurm_rig.node_states().values()) == {"IDLE"}  # resumed after verification
+    assert_no_secret(h)
+    print(f"ipmi rollout of {len(slurm_rig.nodes)} nodes: {took:.1f}s")
+
+
+def test_soft_then_hard_escalates_when_the_soft_reboot_does_nothing(tmp_path, slurm_rig, bmcs):
+    asked = tmp_path / "soft"
+    asked.mkdir()
+    h = Harness(tmp_path, slurm_rig, bmcs, reboot={
+        "strategy": "soft-then-hard", "soft_command": ["touch", f"{asked}/{{node}}"],
+        "soft_timeout": 2, "hard_timeout": 30})
+    h.baseline()
+    sha = h.commit("kernel/version", "3", "another kernel")
+    assert h.run() == 0, h.log.read_text()[-3000:]
+    for node in slurm_rig.nodes:
+        assert (asked / node).exists(), f"soft reboot command not run for {node}"
+        assert bmcs.actions(node) == ["reset"], bmcs.actions(node)  # then the hard reset
+        assert slurm_rig.booted(node) == sha
+        assert h.records()[node].phase is NodePhase.DONE
+    escalations = [l for l in h.log.read_text().splitlines()
+                   if "soft reboot did not bring the node back: hard reset" in l]
+    assert len(escalations) == len(slurm_rig.nodes), escalations
+
+
+def test_a_silent_bmc_fails_its_attempt_within_the_deadline_and_others_go_on(tmp_path, slurm_rig, bmcs):
+    h = Harness(tmp_path, slurm_rig, bmcs, rollout={"retry_backoff_seconds": 2,
+                                                   "retry_backoff_max_seconds": 2})
+    h.baseline()
+    silent = "node001"
+    bmcs.silence(silent)
+    sha = h.commit("kernel/version", "4", "kernel with a silent BMC")
+    service = h.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # the others finish while node001's BMC stays silent
+        recs = h.records()
+        others_done = all(recs.get(n) and recs[n].phase is NodePhase.DONE
+                          for n in slurm_rig.nodes if n != silent)
+        if others_done and recs[silent].attempts >= 1:
+            break
+        time.sleep(0.3)
+    recs = h.records()
+    assert others_done, {n: r.phase for n, r in recs.items()}
+    assert recs[silent].attempts >= 1 and "no answer within 3s" in recs[silent].last_error
+    assert recs[silent].phase is not NodePhase.FAILED
+    bmcs.silence(silent, False)  # the BMC answers again: the retry reboots it
+    assert service.wait(90) == 0, h.log.read_text()[-3000:]
+    recs = h.records()
+    assert recs[silent].phase is NodePhase.DONE and slurm_rig.booted(silent) == sha
+    assert_no_secret(h)
+
+
+def test_a_node_that_boots_the_wrong_image_stays_drained_with_a_reason(tmp_path, slurm_rig, bmcs):
+    bad = "node004"
+    h = Harness(tmp_path, slurm_rig, bmcs, wrong_node=bad, rollout={"max_attempts": 2})
+    h.baseline()
+    sha = h.commit("kernel/version", "5", "kernel one node gets wrong")
+    code = h.run()
+    assert code in (0, 3), h.log.read_text()[-3000:]
+    recs = h.records()
+    assert recs[bad].phase is NodePhase.FAILED and recs[bad].attempts == 2
+    assert f"runs '{WRONG}'" in recs[bad].last_error and sha[:12] in recs[bad].last_error
+    info = slurm_rig.node_info(bad)
+    assert "DRAIN" in info["State"] and info["Reason"].startswith("autoupdate:")
+    for node in set(slurm_rig.nodes) - {bad}:
+        assert recs[node].phase is NodePhase.DONE and slurm_rig.booted(node) == sha
