@@ -81,7 +81,7 @@ class AnsibleCheckDetector:
         if not changed:
             return ChangeClass.GOOD, ""
         klass = max(self.tags.classify(t.tags) for t in changed)
-        labels = sorted({f"{t.label()} [{self.tags.explain(t.tags)}]" for t in changed})
+        labels = sorted({f"{t.label()} ({self.tags.explain(t.tags)})" for t in changed})
         return klass, "would change " + "; ".join(labels[:5]) + (f"; +{len(labels) - 5} more" if len(labels) > 5 else "")
 
 
