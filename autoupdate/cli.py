@@ -121,6 +121,22 @@ def resume(ctx: click.Context) -> None:
     click.echo("resumed" if was else "was not paused")
 
 
+def _service_status(settings: Settings, rollout, records) -> dict:
+    """Next maintenance window per class and the latest rollout's progress and ETA."""
+    from .progress import summarise
+    from .windows import Windows
+    now = time.time()
+    windows = Windows.from_settings(settings)
+    out: dict = {"windows": {k.label: {"state": windows.describe(k, now), "next_open": windows.next_open(k, now)}
+                             for k in (ChangeClass.DRAIN, ChangeClass.HOT)}}
+    if rollout is not None:
+        p = summarise(rollout, records.values(), now)
+        out["progress"] = {"total": p.total, "finished": p.finished, "failed": p.failed,
+                           "in_flight": p.in_flight, "counts": p.counts, "eta_seconds": p.eta_seconds,
+                           "text": p.text()}
+    return out
+
+
 def status_data(settings: Settings) -> dict:
     store = _store(settings)
     try:
@@ -141,6 +157,7 @@ def status_data(settings: Settings) -> dict:
             "paused_by": pause.by,
             "phases": phases,
             "failed": sorted((r.node, r.last_error) for r in records.values() if r.phase is NodePhase.FAILED),
+            **_service_status(settings, rollout, records),
         }
     finally:
         store.close()
@@ -168,6 +185,13 @@ def status(ctx: click.Context, as_json: bool) -> None:
     t.add_row("paused", f"yes, since {_ts(data['paused_since'])} by {data['paused_by'] or '?'}: "
               f"{data['paused_reason'] or 'no reason given'}" if data["paused"] else "no")
     t.add_row("nodes", ", ".join(f"{k} {v}" for k, v in sorted(data["phases"].items())) or "-")
+    if data.get("progress"):
+        from .progress import duration
+        p, eta = data["progress"], data["progress"]["eta_seconds"]
+        t.add_row("progress", f"{p['finished']}/{p['total']} finished, {p['in_flight']} in flight, "
+                  f"{p['failed']} failed; ETA " + ("-" if eta is None else duration(eta)))
+    for klass, w in data.get("windows", {}).items():
+        t.add_row(f"{klass} window", w["state"])
     for node, err in data["failed"]:
         t.add_row("failed", f"{node}: {err}")
     con.print(t)
@@ -176,14 +200,16 @@ def status(ctx: click.Context, as_json: bool) -> None:
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @click.option("-n", "--limit", default=50, show_default=True, help="rollouts and transitions to show")
+@click.option("--node", default=None, help="only this node's transitions (its attempts)")
+@click.option("--rollout", "rollout_id", type=int, default=None, help="only this rollout's transitions")
 @click.pass_context
-def history(ctx: click.Context, as_json: bool, limit: int) -> None:
+def history(ctx: click.Context, as_json: bool, limit: int, node: str | None, rollout_id: int | None) -> None:
     """Past rollouts and node transitions."""
     settings, _ = _load(ctx)
     store = _store(settings)
     try:
         rollouts = store.rollouts(limit)
-        lines = store.history(limit=limit)
+        lines = store.history(rollout_id=rollout_id, node=node, limit=limit)
     finally:
         store.close()
     if as_json:
@@ -264,6 +290,92 @@ def plan(ctx: click.Context, as_json: bool) -> None:
     con.print(t)
     if out["unmanaged"]:
         con.print(f"not managed (blacklist/whitelist): {out['unmanaged']}")
+
+
+def _node_rows(records, nodes: list[str] | None, phase: str | None) -> list[dict]:
+    rows = []
+    for name in sorted(records):
+        r = records[name]
+        if (nodes and name not in nodes) or (phase and r.phase.value != phase):
+            continue
+        rows.append({"node": name, "phase": r.phase.value, "class": r.klass.label, "target": r.target,
+                     "rollout": r.rollout_id, "attempts": r.attempts, "since": r.since, "canary": r.canary,
+                     "drained_by_us": r.drained_by_us, "next_attempt_at": r.next_attempt_at or None,
+                     "last_error": r.last_error, "cancel_reason": r.cancel_reason})
+    return rows
+
+
+@cli.command()
+@click.argument("hostlist", required=False, default="")
+@click.option("--phase", type=click.Choice([p.value for p in NodePhase]), default=None, help="only nodes in this phase")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.pass_context
+def nodes(ctx: click.Context, hostlist: str, phase: str | None, as_json: bool) -> None:
+    """Per node: phase, class, commit, attempts, last error (optionally only HOSTLIST)."""
+    settings, _ = _load(ctx)
+    store = _store(settings)
+    try:
+        records = store.records()
+    finally:
+        store.close()
+    rows = _node_rows(records, expand(hostlist) if hostlist else None, phase)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    t = Table("node", "phase", "class", "commit", "rollout", "attempts", "since", "note")
+    for r in rows:
+        note = r["last_error"] or r["cancel_reason"]
+        t.add_row(r["node"] + (" (canary)" if r["canary"] else ""), r["phase"], r["class"], r["target"][:12],
+                  str(r["rollout"]), str(r["attempts"]), _ts(r["since"]), note)
+    Console().print(t)
+
+
+def _admin_request(ctx: click.Context, action: str, hostlist: tuple[str, ...], as_json: bool) -> None:
+    """retry/skip: only failed nodes; the running service carries it out at its next tick."""
+    from . import admin_requests
+    settings, _ = _load(ctx)
+    wanted = expand(",".join(hostlist))
+    if not wanted:
+        raise UserError(f"{action}: give the nodes, e.g. `autoupdate {action} node[03-04]`")
+    store = _store(settings)
+    try:
+        records = store.records()
+    finally:
+        store.close()
+    failed = [n for n in wanted if n in records and records[n].phase is NodePhase.FAILED]
+    others = {n: (records[n].phase.value if n in records else "no record") for n in wanted if n not in failed}
+    if failed:
+        try:
+            admin_requests.submit(settings.state_dir, action, failed, getpass.getuser())
+        except OSError as exc:
+            raise UserError(f"cannot write to {admin_requests.spool(settings.state_dir)}: {exc.strerror}") from None
+    if as_json:
+        click.echo(json.dumps({"action": action, "queued": failed, "not_failed": others}, indent=2))
+    else:
+        if failed:
+            click.echo(f"{action} queued for {fold(failed)}: the running service acts on it at its next tick")
+        for n, ph in others.items():
+            click.echo(f"{n}: not failed ({ph}), left alone", err=True)
+    if not failed:
+        sys.exit(EXIT_FAIL)
+
+
+@cli.command()
+@click.argument("hostlist", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.pass_context
+def retry(ctx: click.Context, hostlist: tuple[str, ...], as_json: bool) -> None:
+    """Give failed nodes (HOSTLIST) a fresh set of attempts."""
+    _admin_request(ctx, "retry", hostlist, as_json)
+
+
+@cli.command()
+@click.argument("hostlist", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.pass_context
+def skip(ctx: click.Context, hostlist: tuple[str, ...], as_json: bool) -> None:
+    """Give up on failed nodes (HOSTLIST) for this commit; they stay as they are (drained)."""
+    _admin_request(ctx, "skip", hostlist, as_json)
 
 
 def _applied(settings: Settings) -> tuple[dict[str, str], str | None]:
