@@ -158,6 +158,7 @@ def status_data(settings: Settings) -> dict:
             "phases": phases,
             "failed": sorted((r.node, r.last_error) for r in records.values() if r.phase is NodePhase.FAILED),
             **_service_status(settings, rollout, records),
+            "held": json.loads(store.get_meta("held") or "{}"),
         }
     finally:
         store.close()
@@ -194,6 +195,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
         t.add_row(f"{klass} window", w["state"])
     for node, err in data["failed"]:
         t.add_row("failed", f"{node}: {err}")
+    for why in sorted(set(data["held"].values())):
+        t.add_row("not touched", f"{fold(n for n, w in data['held'].items() if w == why)}: {why}")
     con.print(t)
 
 

@@ -118,6 +118,8 @@ def test_human_drained_node_is_never_resumed_nor_overwritten(tmp_path):
     assert node.drained and node.reason == "bad DIMM, ticket 4711" and node.reason_user == "alice"
     assert kit.phase("n04") == "pending"
     assert "drained by alice" in kit.engine.last_report.held["n04"]
+    held = [e for e in kit.notified if e.kind == "node.held"]
+    assert len(held) == 1 and held[0].nodes == ("n04",)  # reported once, not every tick
 
 
 def test_human_redrain_mid_update_is_respected(tmp_path):

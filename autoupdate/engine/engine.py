@@ -5,6 +5,7 @@ rebooter, checks, notifiers) and persists each node transition before acting on 
 """
 from __future__ import annotations
 
+import json
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -276,8 +277,20 @@ class Engine:
             if rollout is not None and not pause.paused:
                 self._start_new(rollout, records, snapshot, now, report)
             self._lifecycle(now)
+            self._note_held(report)
             self.last_report = report
             return report
+
+    def _note_held(self, report: TickReport) -> None:
+        """Nodes someone else holds are left alone, and said so once (and shown by status)."""
+        previous = json.loads(self.store.get_meta("held") or "{}")
+        if report.held == previous:
+            return
+        self.store.set_meta("held", json.dumps(report.held, sort_keys=True))
+        new = {n: why for n, why in report.held.items() if previous.get(n) != why}
+        for why in sorted(set(new.values())):
+            nodes = tuple(sorted(n for n, w in new.items() if w == why))
+            self.emit("node.held", f"not touching {fold(nodes)}: {why}", nodes=nodes)
 
     def _note_pause(self, pause) -> None:
         if self._paused_seen is not None and pause.paused != self._paused_seen:
