@@ -295,6 +295,13 @@ def plan(ctx: click.Context, as_json: bool) -> None:
         con.print(f"not managed (blacklist/whitelist): {out['unmanaged']}")
 
 
+def _hostlist(text: str) -> list[str]:
+    try:
+        return expand(text)
+    except HostlistError as exc:
+        raise UserError(str(exc)) from None
+
+
 def _node_rows(records, nodes: list[str] | None, phase: str | None) -> list[dict]:
     rows = []
     for name in sorted(records):
@@ -321,7 +328,7 @@ def nodes(ctx: click.Context, hostlist: str, phase: str | None, as_json: bool) -
         records = store.records()
     finally:
         store.close()
-    rows = _node_rows(records, expand(hostlist) if hostlist else None, phase)
+    rows = _node_rows(records, _hostlist(hostlist) if hostlist else None, phase)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -337,7 +344,7 @@ def _admin_request(ctx: click.Context, action: str, hostlist: tuple[str, ...], a
     """retry/skip: only failed nodes; the running service carries it out at its next tick."""
     from . import admin_requests
     settings, _ = _load(ctx)
-    wanted = expand(",".join(hostlist))
+    wanted = _hostlist(",".join(hostlist))
     if not wanted:
         raise UserError(f"{action}: give the nodes, e.g. `autoupdate {action} node[03-04]`")
     store = _store(settings)
