@@ -332,10 +332,10 @@ def nodes(ctx: click.Context, hostlist: str, phase: str | None, as_json: bool) -
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    t = Table("node", "phase", "class", "commit", "rollout", "attempts", "since", "note")
+    t = Table("node", "phase", "class", "canary", "commit", "rollout", "attempts", "since", "note")
     for r in rows:
         note = r["last_error"] or r["cancel_reason"]
-        t.add_row(r["node"] + (" (canary)" if r["canary"] else ""), r["phase"], r["class"], r["target"][:12],
+        t.add_row(r["node"], r["phase"], r["class"], "yes" if r["canary"] else "", r["target"][:12],
                   str(r["rollout"]), str(r["attempts"]), _ts(r["since"]), note)
     Console().print(t)
 
