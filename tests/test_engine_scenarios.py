@@ -282,3 +282,28 @@ def test_killed_in_every_phase_resumes_where_it_stopped(tmp_path, phase):
     assert kit.cluster.stats.jobs_killed == 0
     assert not any(n.drained for n in kit.cluster.nodes.values())
     assert kit.cluster.stats.reboots == 8
+
+
+@pytest.mark.parametrize("phase", ["draining", "rebooting"])
+def test_newly_blacklisted_in_flight_node_is_resumed_not_rebooted(tmp_path, phase):
+    from autoupdate.config import parse_config
+    kit = Kit(tmp_path, config={"nodes": {"canaries": ""}, "rollout": {"max_unavailable": 4}},
+              jobs={"n01": 900})
+    data = kit.settings.model_dump(by_alias=True)
+    data["nodes"]["blacklist"] = "n01"
+    blacklist = lambda: kit.engine.reconfigure(parse_config(data))  # noqa: E731
+    kit.engine.fetch()
+    kit.commit({"drain/k": "2"})
+    boot = kit.cluster.nodes["n01"].boot_time
+    if phase == "rebooting":  # blacklisted after the change was applied, before the reboot
+        real = kit.applier.apply
+        kit.applier.apply = lambda nodes, *a: (real(nodes, *a), blacklist())[0]
+        kit.run_until(lambda: kit.phase("n01") != "draining" and kit.phase("n01") != "pending")
+    else:
+        kit.step()
+        assert kit.phase("n01") == "draining"
+        blacklist()
+    for _ in range(10):
+        kit.step()
+    assert kit.phase("n01") == "cancelled"
+    assert not kit.cluster.nodes["n01"].drained and kit.cluster.nodes["n01"].boot_time == boot

@@ -444,8 +444,10 @@ class Engine:
                                  now, f"taken over by a human: {info.reason}",
                                  cancel_reason="taken over by a human", drained_by_us=False)
                 continue
-            if not managed and rec.phase in phases.PRE_APPLY:
-                self._cancel(rec, "newly blacklisted: resuming without applying", now)
+            if not managed and (rec.phase in phases.PRE_APPLY or rec.phase is P.RETRY_WAIT
+                                or rec.phase is P.REBOOTING and not rec.action_done):
+                # Not touched again from now on: resumed as it is, never rebooted.
+                self._cancel(rec, "no longer managed (blacklist/whitelist): resumed, not rebooted", now)
                 continue
             if rec.phase is P.DRAINING:
                 if not rec.action_done:
