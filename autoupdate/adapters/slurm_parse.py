@@ -208,35 +208,32 @@ def nodes_from_json(text: str, what: str = "sinfo --json") -> dict[str, NodeInfo
 
 
 _KEY = re.compile(r"^([A-Za-z][A-Za-z0-9_:/]*)=(.*)$")
+# A node's Reason is free text followed by " [user@2026-11-21T06:31:16]"; fields may follow it
+# (22.05 prints Extra= and Comment= after it).
+_REASON = re.compile(r" Reason=(.*?)(?: \[([^\[\]@ ]*)@(\d{4}-\d\d-\d\dT[\d:]+|Unknown)\])?(?= [A-Z][A-Za-z]*=|$)")
 
 
-def split_fields(line: str, last: str = "Reason") -> dict[str, str]:
-    """`Key=value Key2=a b c ...`: a word without '=' belongs to the previous value; the `last`
-    key (Reason) takes the rest of the line, since reasons are free text."""
+def split_fields(line: str) -> dict[str, str]:
+    """`Key=value Key2=a b c ...`: a word without '=' belongs to the previous value (OS=Linux 6.1 ...)."""
     fields: dict[str, str] = {}
-    head, sep, tail = line.partition(f" {last}=")
     key = None
-    for word in head.split(" "):
+    for word in line.rstrip("\n").split(" "):
         m = _KEY.match(word)
-        if m:
+        if m and m.group(1) not in fields:
             key = m.group(1)
             fields[key] = m.group(2)
         elif key is not None and word:
             fields[key] += " " + word
-    if sep:
-        fields[last] = tail.rstrip("\n")
     return fields
 
 
-_REASON_TAIL = re.compile(r"^(.*?)\s*\[([^\[\]@]*)@([^\[\]]*)\]\s*$")
-
-
 def node_from_text(line: str) -> NodeInfo:
-    f = split_fields(line)
-    reason, user = f.get("Reason", ""), ""
-    m = _REASON_TAIL.match(reason)
+    reason = user = ""
+    m = _REASON.search(line)
     if m:
-        reason, user = m.group(1), m.group(2)
+        reason, user = m.group(1), m.group(2) or ""
+        line = line[:m.start()] + line[m.end():]
+    f = split_fields(line)
     state = f.get("State", "")
     base, flags, unknown = classify_state(split_state_text(state), state)
     return NodeInfo(
@@ -344,7 +341,7 @@ def reservations_from_text(text: str) -> list[Reservation]:
     for line in text.splitlines():
         if not line.startswith("ReservationName="):
             continue
-        f = split_fields(line, last="\0")
+        f = split_fields(line)
         out.append(Reservation(
             name=f["ReservationName"],
             nodes=_expand(_text(f.get("Nodes")), "scontrol show reservation"),
