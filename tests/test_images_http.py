@@ -122,11 +122,15 @@ def test_bss_unknown_xname_is_the_servers_404(bss, token_file):
     assert "HTTP 404 Not Found: cannot find host x9000c0s7b0n0" in err.value.failures["nid007"]
 
 
-def test_bss_unreachable_and_slow_server(token_file):
+def test_bss_unreachable_and_slow_server(bss, token_file):
     dead = CsmBssBackend(JsonHttp("BSS", "http://127.0.0.1:9/apis/bss/boot/v1", token_file=str(token_file),
                                   timeout=2), xname_mapper(XNAMES))
     with pytest.raises(ImageError, match="cannot connect"):
         dead.get_image(["nid001"])
+    bss.delay = 1.0
+    with pytest.raises(ImageError, match=r"BSS GET /bootparameters: no answer within 0.2s"):
+        bss_backend(bss, token_file, timeout=0.2).get_image(["nid001"])
+    bss.delay = 0.0
 
 
 @pytest.mark.parametrize("params, mode, expect", [

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -45,6 +46,7 @@ class JsonStub:
         self.requests: list[Request] = []
         self.violations: list[str] = []
         self.faults: list[Fault] = []
+        self.delay = 0.0  # seconds before answering (a slow server)
         self.lock = threading.Lock()
         stub = self
 
@@ -83,6 +85,7 @@ class JsonStub:
         parts = urlsplit(h.path)
         length = int(h.headers.get("Content-Length") or 0)
         raw = h.rfile.read(length).decode() if length else ""
+        time.sleep(self.delay)
         req = Request(h.command, parts.path, parse_qs(parts.query), {k.lower(): v for k, v in h.headers.items()},
                       raw=raw)
         with self.lock:
@@ -117,11 +120,14 @@ class JsonStub:
     @staticmethod
     def _send(h, status: int, body: Any, raw_body: bool = False) -> None:
         data = (body if raw_body else ("" if body is None else json.dumps(body))).encode()
-        h.send_response(status)
-        h.send_header("Content-Type", "application/json")
-        h.send_header("Content-Length", str(len(data)))
-        h.end_headers()
-        h.wfile.write(data)
+        try:
+            h.send_response(status)
+            h.send_header("Content-Type", "application/json")
+            h.send_header("Content-Length", str(len(data)))
+            h.end_headers()
+            h.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (its timeout): nothing to answer
 
 
 def need(cond: bool, detail: str, status: int = 400, title: str = "Bad Request") -> None:
