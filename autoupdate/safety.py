@@ -87,6 +87,20 @@ def out_of_service(info: NodeInfo | None, record: NodeRecord | None) -> bool:
     return info.drained or not info.responding or info.rebooting
 
 
+def slot_starts(snapshot: ClusterSnapshot) -> dict[str, float]:
+    """node -> start of autoupdate's own maintenance reservation on it (reservation strategy)."""
+    return {r.nodes[0]: r.start_time for r in snapshot.reservations
+            if r.ours and len(r.nodes) == 1 and r.name == f"autoupdate-{r.nodes[0]}"}
+
+
+def waiting_for_slot(info: NodeInfo | None, record: NodeRecord | None, slots: dict[str, float],
+                     now: float) -> bool:
+    """Draining by reservation, slot not yet open, not drained: the node is still in service
+    (jobs run on it until its slot), so it does not count against the budget."""
+    return (record is not None and record.phase is NodePhase.DRAINING and info is not None
+            and not info.drained and not info.rebooting and slots.get(info.name, now) > now)
+
+
 @dataclass
 class Budget:
     """max_unavailable per partition, counting nodes already out for any reason."""
@@ -99,10 +113,13 @@ class Budget:
                 records: Mapping[str, NodeRecord]) -> "Budget":
         sizes: dict[str, int] = {}
         used: dict[str, int] = {}
+        slots = slot_starts(snapshot)
         for name, info in snapshot.nodes.items():
+            out = out_of_service(info, records.get(name)) and not waiting_for_slot(info, records.get(name), slots,
+                                                                                  snapshot.taken_at)
             for p in info.partitions:
                 sizes[p] = sizes.get(p, 0) + 1
-                if out_of_service(info, records.get(name)):
+                if out:
                     used[p] = used.get(p, 0) + 1
         limits = {p: rollout.unavailable_limit(p, n) for p, n in sizes.items()}
         return cls(limits, used)

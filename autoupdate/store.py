@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -79,6 +80,11 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        # Reads are served from memory while no other connection has written (SQLite's
+        # data_version says so); our own writes go to SQLite first, then to the cache. The
+        # engine reads the records several times per tick: at 10,000 nodes that is what costs.
+        self._cache: dict[str, dict] = {}
+        self._seen_version: int | None = None
 
     @classmethod
     def open_readonly(cls, path: str | Path) -> "Store":
@@ -101,25 +107,43 @@ class Store:
                 raise
             self._db.execute("COMMIT")
 
+    def _cached(self, key: str, load) -> dict:
+        with self._lock:
+            version = self._db.execute("PRAGMA data_version").fetchone()[0]
+            if version != self._seen_version:  # another connection wrote: forget everything
+                self._cache.clear()
+                self._seen_version = version
+            if key not in self._cache:
+                self._cache[key] = load()
+            return self._cache[key]
+
     def _query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
         with self._lock:
             return self._db.execute(sql, args).fetchall()
 
     # --- meta ---------------------------------------------------------------------------------
+    def _meta(self) -> dict[str, str]:
+        return self._cached("meta", lambda: {r["key"]: r["value"] for r in self._query("SELECT * FROM meta")})
+
     def get_meta(self, key: str, default: str | None = None) -> str | None:
-        rows = self._query("SELECT value FROM meta WHERE key=?", (key,))
-        return rows[0]["value"] if rows else default
+        return self._meta().get(key, default)
 
     def set_meta(self, key: str, value: str) -> None:
-        self._tx([("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))])
+        with self._lock:
+            self._tx([("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))])
+            self._cache.pop("meta", None)
 
     # --- node records -------------------------------------------------------------------------
+    def _records(self) -> dict[str, NodeRecord]:
+        return self._cached("nodes", lambda: {row["node"]: _record(row) for row in self._query("SELECT * FROM nodes")})
+
     def records(self) -> dict[str, NodeRecord]:
-        return {row["node"]: _record(row) for row in self._query("SELECT * FROM nodes")}
+        """Every node record. Treat them as values (dataclasses.replace, then save): they are
+        shared with the cache, which is what keeps this cheap at 10,000 nodes."""
+        return dict(self._records())
 
     def record(self, node: str) -> NodeRecord | None:
-        rows = self._query("SELECT * FROM nodes WHERE node=?", (node,))
-        return _record(rows[0]) if rows else None
+        return self._records().get(node)
 
     def save(self, record: NodeRecord, *, at: float, from_phase: NodePhase | None = None,
              message: str = "") -> None:
@@ -132,18 +156,26 @@ class Store:
                           " VALUES (?, ?, ?, ?, ?, ?, ?)",
                           (at, record.node, record.rollout_id, record.target,
                            from_phase.value if from_phase else None, record.phase.value, message)))
-        self._tx(stmts)
+        with self._lock:
+            self._tx(stmts)
+            if "nodes" in self._cache:
+                self._cache["nodes"][record.node] = replace(record)
 
     def forget(self, node: str) -> None:
-        self._tx([("DELETE FROM nodes WHERE node=?", (node,))])
+        with self._lock:
+            self._tx([("DELETE FROM nodes WHERE node=?", (node,))])
+            self._cache.get("nodes", {}).pop(node, None)
 
     # --- applied commits ----------------------------------------------------------------------
     def applied(self) -> dict[str, str]:
-        return {row["node"]: row["sha"] for row in self._query("SELECT node, sha FROM applied")}
+        return dict(self._cached("applied", lambda: {row["node"]: row["sha"]
+                                                     for row in self._query("SELECT node, sha FROM applied")}))
 
     def set_applied(self, nodes: Iterable[str], sha: str, at: float) -> None:
-        self._tx([("INSERT OR REPLACE INTO applied (node, sha, at) VALUES (?, ?, ?)", (n, sha, at))
-                  for n in nodes])
+        with self._lock:
+            self._tx([("INSERT OR REPLACE INTO applied (node, sha, at) VALUES (?, ?, ?)", (n, sha, at))
+                      for n in nodes])
+            self._cache.pop("applied", None)
 
     # --- rollouts -----------------------------------------------------------------------------
     def new_rollout(self, target: str, state: RolloutState, at: float, summary: str = "",

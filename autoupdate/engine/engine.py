@@ -26,6 +26,7 @@ from ..store import Store
 from . import phases
 from .planner import select
 from .rollout import choose_canaries, next_state, stage_allows
+from .slots import our_slots, plan as plan_slots, reservation_name
 
 log = structlog.get_logger("autoupdate.engine")
 P = NodePhase
@@ -84,6 +85,7 @@ class Engine:
         self._verdicts: dict[tuple[str | None, str], Verdict] = {}
         self._paused_seen: bool | None = None
         self.last_report: TickReport | None = None
+        self._slots: dict[str, float] = {}  # node -> our maintenance reservation's start
         self.head: Revision | None = None
 
     @classmethod
@@ -262,6 +264,7 @@ class Engine:
                 log.error("tick skipped", error=report.error)
                 self.last_report = report
                 return report
+            self._slots = our_slots(snapshot)
             pause = read_pause(self.settings.pause_file)
             report.paused = pause.paused
             self._note_pause(pause)
@@ -325,6 +328,8 @@ class Engine:
         phases.check(rec.phase, phase)
         new = replace(rec, phase=phase, since=now, action_done=False, **changes)
         self.store.save(new, at=now, from_phase=rec.phase, message=message)
+        if phase in (P.RESUMING, P.CANCELLED, P.FAILED, P.DONE) and self._slots.pop(rec.node, None) is not None:
+            self._safe(lambda: self.wm.unreserve(reservation_name(rec.node)), rec.node, "unreserve")
         log.info("node", node=rec.node, frm=rec.phase.value, to=phase.value, msg=message or None)
         return new
 
@@ -451,14 +456,19 @@ class Engine:
                 continue
             if rec.phase is P.DRAINING:
                 if not rec.action_done:
-                    to_drain.setdefault(drain_reason(rec), []).append(rec.node)
+                    if self.settings.rollout.drain_strategy != "reservation":  # else: planned in _start_new
+                        to_drain.setdefault(drain_reason(rec), []).append(rec.node)
                 elif info.drained_by_autoupdate and not snapshot.busy(rec.node) \
                         and info.base in (NodeBase.IDLE, NodeBase.DOWN) and "COMPLETING" not in info.flags:
                     rec = self._transition(rec, P.DRAINED, now, "empty")
                     rec = self._transition(rec, P.APPLYING, now)
                     to_apply.setdefault((rec.target, rec.klass), []).append(rec)
                 elif not info.drained:
-                    to_drain.setdefault(drain_reason(rec), []).append(rec.node)  # lost our drain: redo
+                    opens = self._slots.get(rec.node)
+                    if opens is not None and (opens > now or snapshot.busy(rec.node)):
+                        report.waiting[rec.node] = f"maintenance slot opens in {max(0.0, opens - now):.0f}s"
+                    else:  # its slot is open (reservation strategy), or it lost our drain: (re)drain
+                        to_drain.setdefault(drain_reason(rec), []).append(rec.node)
             elif rec.phase is P.DRAINED:
                 rec = self._transition(rec, P.APPLYING, now)
                 to_apply.setdefault((rec.target, rec.klass), []).append(rec)
@@ -568,7 +578,10 @@ class Engine:
     def _start_new(self, rollout: Rollout, records: Mapping[str, NodeRecord], snapshot: ClusterSnapshot,
                    now: float, report: TickReport) -> None:
         pending = [r for r in records.values() if r.phase is P.PENDING and r.rollout_id == rollout.id]
-        if not pending:
+        reserving = self.settings.rollout.drain_strategy == "reservation"
+        slotted = [r for r in records.values() if reserving and r.phase is P.DRAINING and r.rollout_id == rollout.id
+                   and (not r.action_done or r.node in self._slots)]
+        if not pending and not slotted:
             return
         budget = Budget.compute(self.settings.rollout, snapshot, records)
         in_flight = sum(1 for r in records.values() if r.phase in IN_FLIGHT)
@@ -584,6 +597,8 @@ class Engine:
                 report.held[rec.node] = held
             return held
 
+        if reserving:
+            pending = self._start_slots(pending, slotted, records, snapshot, budget, now, report, gate)
         sel = select(pending, snapshot, budget, in_flight, self.settings.rollout.max_in_flight, gate)
         report.waiting.update(sel.waiting)
         to_drain: dict[str, list[str]] = {}
@@ -598,6 +613,41 @@ class Engine:
                 to_apply.setdefault((rec.target, rec.klass), []).append(rec)
         self._do_drains(to_drain, self.store.records(), now)
         self._do_applies(to_apply)
+
+    def _start_slots(self, pending: list[NodeRecord], slotted: list[NodeRecord],
+                     records: Mapping[str, NodeRecord], snapshot: ClusterSnapshot, budget: Budget, now: float,
+                     report: TickReport, gate: Callable[[NodeRecord], str | None]) -> list[NodeRecord]:
+        """drain_strategy reservation (slots.py): DRAIN nodes get maintenance slots, moved earlier
+        when their jobs end early. Returns the other (HOT) records, for select()."""
+        fresh = []
+        for rec in pending:
+            why = gate(rec) if rec.klass == ChangeClass.DRAIN else "HOT"
+            if why is None:
+                fresh.append(rec)
+            elif rec.klass == ChangeClass.DRAIN:
+                report.waiting[rec.node] = why
+        fresh += [r for r in slotted if not r.action_done]  # reservation never placed (restart): again
+        rs = self.settings.rollout
+        sp = plan_slots(fresh, [r for r in slotted if r.action_done], records, snapshot, budget, self._slots,
+                        rs.reservation_seconds, 2 * self.settings.control.poll_interval)
+        report.waiting.update(sp.waiting)
+        to_drain: dict[str, list[str]] = {}
+        for node, start in sp.reserve.items():
+            rec = self.store.record(node)
+            if rec.phase is P.PENDING:
+                report.started.append(node)
+                rec = self._transition(rec, P.DRAINING, now, f"maintenance slot in {start - now:.0f}s",
+                                       drained_by_us=True)
+            if not self._safe(lambda: self.wm.reserve(reservation_name(node), node, start, drain_reason(rec)),
+                              node, "reserve"):
+                continue
+            self._slots[node] = start
+            if node in sp.drain_now:
+                to_drain.setdefault(drain_reason(rec), []).append(node)
+            elif not rec.action_done:
+                self._mark_done(rec, now)
+        self._do_drains(to_drain, self.store.records(), now)
+        return [r for r in pending if r.klass != ChangeClass.DRAIN]
 
     # --- rollout lifecycle --------------------------------------------------------------------
     def _lifecycle(self, now: float) -> None:

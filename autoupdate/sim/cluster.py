@@ -1,12 +1,15 @@
-"""A simulated Slurm cluster: nodes in partitions, jobs that run to their end, a queue that a
-first-come-first-served scheduler starts on free nodes, drains, reboots that take time, nodes
-that fail to come back, maintenance reservations. It implements the WorkloadManager port, so the
-engine cannot tell it from Slurm.
+"""A simulated Slurm cluster: nodes (with cores) in partitions, jobs that run to their end, a
+queue that a pluggable batch scheduler (FCFS, or EASY backfill: sim/scheduler.py) starts on free
+nodes, drains, reboots that take time, nodes that fail to come back, maintenance reservations.
+It implements the WorkloadManager port, so the engine cannot tell it from Slurm.
 
-Time is whatever the clock says; the cluster catches up lazily on every call.
+Time is whatever the clock says; the cluster catches up lazily on every call, event by event
+(job ends, boots, reservation starts, arrivals) from a heap, keeping running counts (free cores,
+nodes out of service) so that replaying weeks of a real trace stays cheap.
 """
 from __future__ import annotations
 
+import copy
 import heapq
 import itertools
 import random
@@ -18,18 +21,21 @@ from ..model import ClusterSnapshot, Job, NodeBase, NodeInfo, NodeRecord, Reserv
 from ..nodeset import expand
 from ..ports import ApplyResult, RebootStatus, WorkloadManagerError
 from ..rebooting import booted
+from .scheduler import FCFS
 
 
 @dataclass
 class SimJob:
     job_id: str
-    size: int  # nodes
+    size: int  # nodes (whole nodes, used when procs is 0)
     runtime: float  # how long it really runs
     limit: float  # requested time limit (>= runtime)
     submit: float
     nodes: tuple[str, ...] = ()
     start: float | None = None
     killed: bool = False
+    procs: int = 0  # cores wanted, packed onto nodes; 0: `size` whole nodes
+    alloc: dict[str, int] = field(default_factory=dict)  # node -> cores used there
 
     @property
     def end(self) -> float:
@@ -53,7 +59,24 @@ class SimNode:
     dead: bool = False  # never came back
     running: str = ""  # revision the node booted / runs
     staged: str = ""  # revision applied, active after the next boot
-    job: str | None = None
+    cores: int = 1
+    jobs: dict[str, int] = field(default_factory=dict)  # job id -> cores it uses here
+    used: int = 0
+
+    @property
+    def job(self) -> str | None:
+        """One job on the node (None: idle); setting it places a whole-node job by hand."""
+        return next(iter(self.jobs), None)
+
+    @job.setter
+    def job(self, job_id: str | None) -> None:
+        self.jobs = {} if job_id is None else {job_id: self.cores}
+        self.used = sum(self.jobs.values())
+
+    @property
+    def usable(self) -> bool:
+        """May the scheduler start jobs here (reservations aside)?"""
+        return not (self.drained or self.dead or self.reboot_until is not None or self.reboot_asap)
 
 
 @dataclass
@@ -63,37 +86,88 @@ class Stats:
     jobs_killed: int = 0
     reboots: int = 0
     max_out_of_service: int = 0
-    out_of_service_seconds: float = 0.0  # node-seconds drained-and-idle or rebooting
+    out_of_service_seconds: float = 0.0  # node-seconds rebooting, or drained/reserved and idle
+    busy_core_seconds: float = 0.0
     timeline: list[tuple[float, int]] = field(default_factory=list)
+
+
+class _JobTable(dict):
+    """cluster.jobs. A job put in by hand (tests place jobs on chosen nodes) is registered."""
+
+    on_set = None
+
+    def __setitem__(self, key, job) -> None:
+        super().__setitem__(key, job)
+        if self.on_set is not None:
+            self.on_set(job)
+
+    def __deepcopy__(self, memo):
+        new = _JobTable()
+        memo[id(self)] = new
+        dict.update(new, {k: copy.deepcopy(v, memo) for k, v in self.items()})
+        new.on_set = copy.deepcopy(self.on_set, memo)
+        return new
 
 
 class SimCluster:
     def __init__(self, partitions: Mapping[str, Sequence[str]], clock, *, reboot_seconds: float = 300.0,
-                 fail_nodes: Iterable[str] = (), revision: str = "", workload: "Workload | None" = None):
+                 fail_nodes: Iterable[str] = (), revision: str = "", workload: "Workload | None" = None,
+                 scheduler=None, cores_per_node: int = 1):
         self.clock = clock
         self.reboot_seconds = reboot_seconds
         self.fail_nodes = set(fail_nodes)
+        self.scheduler = scheduler or FCFS()
+        self.cores_per_node = cores_per_node
         self._lock = threading.RLock()
         now = clock.now()
         parts: dict[str, list[str]] = {}
         for p, nodes in partitions.items():
             for n in nodes:
                 parts.setdefault(n, []).append(p)
-        self.nodes = {n: SimNode(n, tuple(ps), boot_time=now - 86400, running=revision, staged=revision)
+        self.nodes = {n: SimNode(n, tuple(ps), boot_time=now - 86400, running=revision, staged=revision,
+                                 cores=cores_per_node)
                       for n, ps in sorted(parts.items())}
-        self.jobs: dict[str, SimJob] = {}
+        self.jobs: dict[str, SimJob] = _JobTable()
+        self.jobs.on_set = self._placed
         self.queue: list[SimJob] = []
         self.reservations: dict[str, Reservation] = {}
+        self._resv_by_node: dict[str, list[Reservation]] = {}
         self.stats = Stats()
         self.workload = workload
+        self.job_starts: dict[str, float] | None = None  # set to {} to record every job's start
         self._ids = itertools.count(1)
         self._t = now
+        self._events: list[tuple[float, int, str, str]] = []
+        self._seq = itertools.count()
+        self._avail: dict[str, int] = {}  # usable nodes with free cores -> free cores
+        self.free_cores = 0
+        self._oos: set[str] = set()
+        self._busy_cores = 0
+        self._dirty = True
         self.unreadable = False  # tests: make snapshot() fail like an unreachable slurmctld
         self.calls = 0
+        for node in self.nodes.values():
+            self._refresh(node)
         if workload is not None:
             for job in workload.initial(self, now):
                 self.submit(job)
         self._schedule(now)
+
+    # --- copying (benchmarks fork one warmed-up cluster per strategy) -------------------------
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
+
+    def fork(self, clock) -> "SimCluster":
+        with self._lock:
+            twin = copy.deepcopy(self)
+        twin.clock = clock
+        return twin
 
     # --- workload -----------------------------------------------------------------------------
     def new_job_id(self) -> str:
@@ -102,33 +176,85 @@ class SimCluster:
     def submit(self, job: SimJob) -> None:
         with self._lock:
             self.queue.append(job)
+            self._dirty = True
 
-    def _free(self, node: SimNode, t: float, until: float) -> bool:
-        if node.job or node.drained or node.dead or node.reboot_until is not None or node.reboot_asap:
-            return False
-        for r in self.reservations.values():
-            if node.name in r.nodes and r.start_time < until and r.end_time > t:
-                return False  # a maint reservation: only jobs that end before it may start
-        return True
+    def cores_needed(self, job: SimJob) -> int:
+        return job.procs or job.size * self.cores_per_node
+
+    def releasable_cores(self, job: SimJob) -> int:
+        """Cores this job gives back to the scheduler when it ends."""
+        return sum(c for n, c in job.alloc.items() if self.nodes[n].usable)
+
+    def _resv_ok(self, node: str, t: float, until: float) -> bool:
+        return not any(r.start_time < until and r.end_time > t for r in self._resv_by_node.get(node, ()))
+
+    def allocate(self, job: SimJob, t: float) -> dict[str, int] | None:
+        """Where the job could start now (node -> cores), or None. A job may not overlap a
+        maintenance reservation on any of its nodes."""
+        need = self.cores_needed(job)
+        if need > self.free_cores:
+            return None
+        until = t + job.limit
+        ok = (lambda n: True) if not self._resv_by_node else (lambda n: self._resv_ok(n, t, until))
+        if not job.procs:
+            whole = [n for n in sorted(self._avail) if self._avail[n] == self.nodes[n].cores and ok(n)]
+            if len(whole) < job.size:
+                return None
+            return {n: self.nodes[n].cores for n in whole[:job.size]}
+        alloc: dict[str, int] = {}
+        got = 0
+        for n in sorted(self._avail, key=lambda n: (self._avail[n], n)):  # fill part-used nodes first
+            if not ok(n):
+                continue
+            take = min(self._avail[n], need - got)
+            alloc[n] = take
+            got += take
+            if got == need:
+                return alloc
+        return None
+
+    def start_job(self, job: SimJob, alloc: dict[str, int], t: float) -> None:
+        job.start, job.nodes, job.alloc = t, tuple(alloc), dict(alloc)
+        dict.__setitem__(self.jobs, job.job_id, job)
+        for n, c in alloc.items():
+            node = self.nodes[n]
+            node.jobs[job.job_id] = c
+            node.used += c
+            self._refresh(node)
+        self._busy_cores += sum(alloc.values())
+        self._push(job.end, "end", job.job_id)
+        self.stats.jobs_started += 1
+        if self.job_starts is not None:
+            self.job_starts[job.job_id] = t
+
+    def _placed(self, job: SimJob) -> None:
+        """A job put straight into `jobs` (tests): it holds its nodes wholly until it ends."""
+        if not job.alloc:
+            job.alloc = {n: self.nodes[n].cores for n in job.nodes}
+        for n, c in job.alloc.items():
+            node = self.nodes[n]
+            node.jobs[job.job_id] = c
+            node.used = sum(node.jobs.values())
+            self._refresh(node)
+        self._busy_cores += sum(job.alloc.values())
+        self._push(job.end, "end", job.job_id)
 
     def _schedule(self, t: float) -> None:
-        """First come, first served: start queued jobs in order while they fit."""
-        while self.queue:
-            job = self.queue[0]
-            free = [n for n in self.nodes.values() if self._free(n, t, t + job.limit)]
-            if len(free) < job.size:
-                break
-            self.queue.pop(0)
-            job.start, job.nodes = t, tuple(n.name for n in free[:job.size])
-            for n in job.nodes:
-                self.nodes[n].job = job.job_id
-            self.jobs[job.job_id] = job
-            self.stats.jobs_started += 1
+        if self._dirty:
+            self._dirty = False
+            self.scheduler.schedule(self, t)
+
+    # --- events -------------------------------------------------------------------------------
+    def _push(self, t: float, kind: str, key: str) -> None:
+        heapq.heappush(self._events, (t, next(self._seq), kind, key))
 
     def _next_event(self) -> float | None:
-        times = [j.end for j in self.jobs.values()]
-        times += [n.reboot_until for n in self.nodes.values() if n.reboot_until is not None]
-        return min(times) if times else None
+        t = self._events[0][0] if self._events else None
+        nxt = getattr(self.workload, "next_time", None)
+        arrival = nxt() if nxt is not None else None
+        if arrival is not None and (t is None or arrival < t):
+            t = arrival
+        return t
 
     def _advance(self, now: float) -> None:
         """Replay everything that happened between the last call and now, in time order."""
@@ -137,11 +263,9 @@ class SimCluster:
             if t is None or t > now:
                 break
             self._account(t)
-            for job in [j for j in self.jobs.values() if j.end <= t]:
-                self._end_job(job, t)
-            for node in self.nodes.values():
-                if node.reboot_until is not None and node.reboot_until <= t:
-                    self._boot(node, t)
+            while self._events and self._events[0][0] <= t:
+                _, _, kind, key = heapq.heappop(self._events)
+                self._handle(kind, key, t)
             if self.workload is not None:
                 for job in self.workload.arrivals(self, t):
                     self.submit(job)
@@ -149,45 +273,91 @@ class SimCluster:
         self._account(now)
         self._schedule(now)
 
+    def _handle(self, kind: str, key: str, t: float) -> None:
+        if kind == "end":
+            job = self.jobs.get(key)
+            if job is not None and job.end <= t:
+                self._end_job(job, t)
+        elif kind == "boot":
+            node = self.nodes[key]
+            if node.reboot_until is not None and node.reboot_until <= t:
+                self._boot(node, t)
+        elif kind == "resv":  # a reservation on this node starts or ends
+            self._refresh(self.nodes[key])
+
     def _account(self, t: float) -> None:
-        out = sum(1 for n in self.nodes.values() if self._out_of_service(n))
-        self.stats.out_of_service_seconds += out * max(0.0, t - self._t)
-        self.stats.max_out_of_service = max(self.stats.max_out_of_service, out)
-        if not self.stats.timeline or self.stats.timeline[-1][1] != out:
-            self.stats.timeline.append((t, out))
+        dt = max(0.0, t - self._t)
+        self.stats.out_of_service_seconds += len(self._oos) * dt
+        self.stats.busy_core_seconds += self._busy_cores * dt
         self._t = max(self._t, t)
 
-    @staticmethod
-    def _out_of_service(n: SimNode) -> bool:
-        return n.dead or n.reboot_until is not None or (n.drained and n.job is None)
+    def _reserved_now(self, node: str) -> bool:
+        return any(r.start_time <= self._t < r.end_time for r in self._resv_by_node.get(node, ()))
+
+    def _out_of_service(self, n: SimNode) -> bool:
+        return n.dead or n.reboot_until is not None or (not n.jobs and (n.drained or self._reserved_now(n.name)))
+
+    def _refresh(self, node: SimNode) -> None:
+        """Bring the running counts up to date after anything changed on this node."""
+        free = node.cores - node.used if node.usable else 0
+        old = self._avail.pop(node.name, 0)
+        if free > 0:
+            self._avail[node.name] = free
+        self.free_cores += free - old
+        out = self._out_of_service(node)
+        if out != (node.name in self._oos):
+            (self._oos.add if out else self._oos.discard)(node.name)
+            count = len(self._oos)
+            self.stats.max_out_of_service = max(self.stats.max_out_of_service, count)
+            tl = self.stats.timeline
+            if tl and tl[-1][0] == self._t:
+                tl[-1] = (self._t, count)
+            else:
+                tl.append((self._t, count))
+        self._dirty = True
+
+    @property
+    def out_of_service(self) -> int:
+        return len(self._oos)
 
     def _end_job(self, job: SimJob, t: float) -> None:
-        del self.jobs[job.job_id]
-        for n in job.nodes:
+        dict.__delitem__(self.jobs, job.job_id)
+        self._busy_cores -= sum(job.alloc.values())
+        for n, c in job.alloc.items():
             node = self.nodes[n]
-            node.job = None
-            if node.reboot_asap:
+            node.jobs.pop(job.job_id, None)
+            node.used -= c
+            if node.reboot_asap and not node.jobs:
                 self._start_reboot(node, t)
+            self._refresh(node)
         self.stats.jobs_completed += 1
 
     def _start_reboot(self, node: SimNode, t: float) -> None:
-        if node.job is not None:  # would kill a job: count it, the tests assert it never happens
-            job = self.jobs.pop(node.job)
+        for job_id in list(node.jobs):  # would kill a job: count it, the tests assert it never happens
+            job = self.jobs[job_id]
+            dict.__delitem__(self.jobs, job_id)
             job.killed = True
             self.stats.jobs_killed += 1
-            for n in job.nodes:
-                self.nodes[n].job = None
+            self._busy_cores -= sum(job.alloc.values())
+            for n, c in job.alloc.items():
+                other = self.nodes[n]
+                other.jobs.pop(job_id, None)
+                other.used -= c
+                self._refresh(other)
         node.reboot_asap = False
         node.reboot_until = t + self.reboot_seconds
+        self._push(node.reboot_until, "boot", node.name)
         self.stats.reboots += 1
+        self._refresh(node)
 
     def _boot(self, node: SimNode, t: float) -> None:
         node.reboot_until = None
         if node.name in self.fail_nodes:
             node.dead = True
-            return
-        node.boot_time = t
-        node.running = node.staged
+        else:
+            node.boot_time = t
+            node.running = node.staged
+        self._refresh(node)
 
     # --- WorkloadManager ----------------------------------------------------------------------
     def snapshot(self) -> ClusterSnapshot:
@@ -204,7 +374,9 @@ class SimCluster:
 
     def _info(self, n: SimNode) -> NodeInfo:
         flags: set[str] = set()
-        base = NodeBase.ALLOCATED if n.job else NodeBase.IDLE
+        base = NodeBase.IDLE
+        if n.jobs:
+            base = NodeBase.ALLOCATED if n.used >= n.cores else NodeBase.MIXED
         if n.drained:
             flags.add("DRAIN")
         if n.reboot_asap:
@@ -215,7 +387,7 @@ class SimCluster:
         if n.dead:
             base = NodeBase.DOWN
             flags.add("NOT_RESPONDING")
-        if any(n.name in r.nodes and r.start_time <= self._t < r.end_time for r in self.reservations.values()):
+        if self._reserved_now(n.name):
             flags.add("MAINTENANCE")
         return NodeInfo(name=n.name, base=base, flags=frozenset(flags), partitions=n.partitions,
                         reason=n.reason if n.drained else "", reason_user=n.reason_user,
@@ -232,6 +404,7 @@ class SimCluster:
             self._advance(self.clock.now())
             for n in self._nodes(nodes):
                 n.drained, n.reason, n.reason_user = True, reason, user
+                self._refresh(n)
 
     def resume(self, nodes: Sequence[str]) -> None:
         with self._lock:
@@ -239,6 +412,7 @@ class SimCluster:
             self._advance(now)
             for n in self._nodes(nodes):
                 n.drained, n.reason = False, ""
+                self._refresh(n)
             self._schedule(now)
 
     def reboot(self, nodes: Sequence[str], reason: str = "") -> None:
@@ -247,10 +421,11 @@ class SimCluster:
             now = self.clock.now()
             self._advance(now)
             for n in self._nodes(nodes):
-                if n.job is None:
+                if not n.jobs:
                     self._start_reboot(n, now)
                 else:
                     n.reboot_asap = True
+                    self._refresh(n)
 
     def power_reset(self, node: str) -> None:
         """Like a BMC reset: immediate, whatever runs (kills jobs: counted)."""
@@ -259,14 +434,43 @@ class SimCluster:
             self._advance(now)
             self._start_reboot(self._nodes([node])[0], now)
 
-    def reserve(self, name: str, node: str, start_time: float, reason: str) -> None:
+    def reserve(self, name: str, node: str, start_time: float, reason: str,
+                end_time: float | None = None) -> None:
+        """A maintenance reservation (one node); the same name again moves it."""
         with self._lock:
-            self.reservations[name] = Reservation(name, (node,), start_time, start_time + 10 * 365 * 86400,
-                                                  frozenset({"MAINT"}), ("root",))
+            self._advance(self.clock.now())
+            self._nodes([node])
+            self.unreserve(name)
+            end = start_time + 10 * 365 * 86400 if end_time is None else end_time
+            r = Reservation(name, (node,), start_time, end, frozenset({"MAINT"}), ("root",))
+            self.reservations[name] = r
+            self._resv_by_node.setdefault(node, []).append(r)
+            self._push(start_time, "resv", node)
+            self._push(end, "resv", node)
+            self._refresh(self.nodes[node])
 
     def unreserve(self, name: str) -> None:
         with self._lock:
-            self.reservations.pop(name, None)
+            r = self.reservations.pop(name, None)
+            if r is None:
+                return
+            for n in r.nodes:
+                left = [x for x in self._resv_by_node.get(n, ()) if x is not r]
+                if left:
+                    self._resv_by_node[n] = left
+                else:
+                    self._resv_by_node.pop(n, None)
+                self._refresh(self.nodes[n])
+
+    def advance(self) -> None:
+        """Catch up with the clock (benchmarks drive the cluster without snapshots)."""
+        with self._lock:
+            self._advance(self.clock.now())
+
+    def next_event_time(self) -> float | None:
+        """When something next happens on its own (a job ends, a node boots, a job arrives)."""
+        with self._lock:
+            return self._next_event()
 
     # --- what the sim applier and rebooter use ------------------------------------------------
     def stage(self, nodes: Sequence[str], revision: str, live: bool) -> None:

@@ -1,0 +1,124 @@
+"""Maintenance slots: the `reservation` drain strategy (rollout.drain_strategy: reservation).
+
+Instead of draining a node at once (it then sits idle while its last jobs finish), each DRAIN
+node gets a one-node maintenance reservation that starts when its running jobs end by their
+time limits. Until then the node stays in service: the scheduler still runs jobs on it that end
+before the slot (Slurm will not start a job that overlaps a maintenance reservation), and it
+does not count against max_unavailable. Slots are planned so that at most max_unavailable
+nodes per partition are out at any time, each slot `reservation_seconds` long; a node whose
+jobs end early is pulled forward to now when the budget has room; a slot about to open while
+the budget is full (a reboot ran long) is pushed back.
+"""
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+from ..model import ChangeClass, ClusterSnapshot, NodePhase, NodeRecord
+from ..safety import Budget, slot_starts
+from .planner import order
+
+RESERVATION_PREFIX = "autoupdate-"
+
+
+def reservation_name(node: str) -> str:
+    return f"{RESERVATION_PREFIX}{node}"
+
+
+our_slots = slot_starts  # node -> start of autoupdate's maintenance reservation on it
+
+
+@dataclass
+class SlotPlan:
+    reserve: dict[str, float] = field(default_factory=dict)  # node -> (new) slot start
+    drain_now: list[str] = field(default_factory=list)  # slot is now and the node is empty
+    waiting: dict[str, str] = field(default_factory=dict)
+
+
+def plan(candidates: Sequence[NodeRecord], waiting: Sequence[NodeRecord], records: Mapping[str, NodeRecord],
+         snapshot: ClusterSnapshot, budget: Budget, slots: Mapping[str, float], length: float,
+         horizon: float) -> SlotPlan:
+    """Slots for new candidates, moves for nodes waiting for theirs.
+
+    `budget` counts the nodes out of service now (waiting nodes are in service). `horizon`: a
+    slot opening within it is committed (the next tick may come too late to move it), so it
+    must fit the budget as the cluster is now, counting every node now out as staying out.
+    """
+    now = snapshot.taken_at
+    out = dict(budget.used)
+    result = SlotPlan()
+    future = {n: s for n, s in slots.items() if s > now and records.get(n) is not None
+              and records[n].phase is NodePhase.DRAINING}
+
+    def parts(node: str) -> tuple[str, ...]:
+        return snapshot.nodes[node].partitions
+
+    def room(node: str) -> bool:
+        return all(out.get(p, 0) + 1 <= budget.limits.get(p, 0) for p in parts(node))
+
+    def take(node: str) -> None:
+        for p in parts(node):
+            out[p] = out.get(p, 0) + 1
+
+    # 1. Slots about to open must fit as things are now; else they move back.
+    for node in sorted((n for n, s in future.items() if s <= now + horizon), key=future.get):
+        if room(node):
+            take(node)
+        else:
+            result.reserve[node] = future[node] = now + horizon + 1
+            result.waiting[node] = "budget full when its slot opens: slot moved back"
+    # 2. Jobs ended early: pull the slot forward to now if nothing in [now, now+length) overflows.
+    for node in sorted(n for n, s in future.items() if s > now + horizon and not snapshot.busy(n)):
+        soon = [m for m, s in future.items() if m != node and s < now + length]
+        overlap = {p: out.get(p, 0) + sum(1 for m in soon if p in parts(m)) for p in parts(node)}
+        if all(c + 1 <= budget.limits.get(p, 0) for p, c in overlap.items()):
+            take(node)
+            del future[node]
+            result.reserve[node] = now
+            result.drain_now.append(node)
+    # 3. New nodes: list scheduling on `limit` units per partition, each unit free from the end
+    #    of what it holds (nodes out now: their expected return; slots: their end).
+    units: dict[str, list[float]] = {}
+    for p, limit in budget.limits.items():
+        units[p] = [now] * max(0, limit)
+    for n, r in records.items():
+        if r.phase.out_of_service and r.klass >= ChangeClass.DRAIN and n not in future:
+            for p in parts(n) if n in snapshot.nodes else ():
+                _occupy(units[p], max(now + horizon, slots.get(n, r.since) + length))
+    for n, s in future.items():
+        for p in parts(n):
+            _occupy(units[p], s + length)
+    for p, used in budget.used.items():  # out for other reasons: those units are gone
+        ours = sum(1 for n, r in records.items() if r.phase.out_of_service and r.klass >= ChangeClass.DRAIN
+                   and n in snapshot.nodes and p in parts(n) and n not in future)
+        for _ in range(max(0, used - ours)):
+            if units[p]:
+                heapq.heappop(units[p])
+    for rec in order(candidates, snapshot):
+        ps = parts(rec.node)
+        if any(not units.get(p) for p in ps):
+            result.waiting[rec.node] = f"capacity budget full in {','.join(p for p in ps if not units.get(p))}"
+            continue
+        ready = max(now, snapshot.idle_at(rec.node))
+        start = max([ready] + [units[p][0] for p in ps])
+        if start <= now + horizon:
+            if room(rec.node):
+                take(rec.node)
+            else:
+                start = now + horizon + 1
+        for p in ps:
+            heapq.heapreplace(units[p], max(units[p][0], start + length))
+        result.reserve[rec.node] = start
+        if start <= now and not snapshot.busy(rec.node):
+            result.drain_now.append(rec.node)
+    for rec in waiting:
+        if rec.node in future and rec.node not in result.reserve:
+            result.waiting.setdefault(rec.node, f"maintenance slot at {future[rec.node]:.0f}")
+    return result
+
+
+def _occupy(unit_heap: list[float], until: float) -> None:
+    """The earliest-free unit is busy until `until` (or later, if it already was)."""
+    if unit_heap:
+        heapq.heapreplace(unit_heap, max(unit_heap[0], until))
