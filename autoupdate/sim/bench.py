@@ -166,3 +166,168 @@ def start_points(trace: Trace, count: int, warmup: float, tail: float = 60 * DAY
     if count == 1:
         return [first]
     return [first + i * (last - first) / (count - 1) for i in range(count)]
+
+
+# --- the whole benchmark: runs, table, picture ---------------------------------------------------
+
+_TRACE_CACHE: dict[str, Trace] = {}
+
+
+def _load(spec: TraceSpec) -> Trace:
+    if spec.name not in _TRACE_CACHE:
+        _TRACE_CACHE[spec.name] = load(trace_dir() / spec.file)
+    return _TRACE_CACHE[spec.name]
+
+
+def _one(args) -> StartPoint:
+    name, index, start, warmup, p = args
+    from .. import logs
+    logs.configure("console", "error")
+    spec = TRACES[name]
+    return run_start_point(spec, _load(spec), index, start, warmup, p)
+
+
+def run_bench(traces=("KTH", "HPC2N"), starts: int = 10, warmup_days: float = 14.0, p: Params | None = None,
+              workers: int = 2, progress=print) -> dict[str, list[StartPoint]]:
+    p = p or Params()
+    warmup = warmup_days * DAY
+    tasks = []
+    for name in traces:
+        for i, start in enumerate(start_points(_load(TRACES[name]), starts, warmup)):
+            tasks.append((name, i, start, warmup, p))
+    out: dict[str, list[StartPoint]] = {name: [] for name in traces}
+    if workers > 1:
+        import multiprocessing
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            for task, point in zip(tasks, pool.imap(_one, tasks)):
+                out[task[0]].append(point)
+                progress(f"{task[0]} start {point.index}: done")
+    else:
+        for task in tasks:
+            out[task[0]].append(_one(task))
+            progress(f"{task[0]} start {task[1]}: done")
+    return out
+
+
+COLUMNS = [("done_h", "time to all updated (h)"), ("lost_nh", "lost node-h (out of service)"),
+           ("deficit_nh", "work deficit vs ref (node-h)"), ("wait_mean_h", "extra wait mean (h)"),
+           ("wait_p95_h", "extra wait p95 (h)"), ("max_out", "most out at once")]
+
+
+def summarise(points: list[StartPoint], p: Params, nodes: int) -> list[dict]:
+    rows = []
+    names = [r.strategy for r in points[0].results]
+    for name in names:
+        runs = [r for pt in points for r in pt.results if r.strategy == name]
+        row = {"strategy": name, "killed": sum(r.killed for r in runs), "budget": runs[0].budget}
+        for key, _ in COLUMNS:
+            values = [getattr(r, key) for r in runs]
+            row[key] = (statistics.median(values), max(values))
+        rows.append(row)
+    bounds = [pt.bound_h for pt in points]
+    rows.append({"strategy": "lower bound", "killed": 0, "budget": None,
+                 "done_h": (statistics.median(bounds), max(bounds)),
+                 "lost_nh": (nodes * p.reboot_seconds / 3600,) * 2})
+    return rows
+
+
+def _cell(value, key) -> str:
+    if value is None:
+        return "-"
+    med, worst = value
+    fmt = "{:.0f}" if key == "max_out" else "{:.1f}" if key != "wait_mean_h" and key != "wait_p95_h" else "{:.2f}"
+    return f"{fmt.format(med)} / {fmt.format(worst)}"
+
+
+def table(name: str, rows: list[dict], spec: TraceSpec, points: list[StartPoint]) -> str:
+    head = (f"### {name}: {spec.note}; {len(points)} start points (median / worst)\n\n"
+            "| strategy | " + " | ".join(label for _, label in COLUMNS) + " | jobs killed |\n"
+            "|---|" + "---|" * (len(COLUMNS) + 1) + "\n")
+    lines = [f"| {r['strategy']} | " + " | ".join(_cell(r.get(k), k) for k, _ in COLUMNS) + f" | {r['killed']} |"
+             for r in rows]
+    return head + "\n".join(lines) + "\n"
+
+
+def targets(points: list[StartPoint], p: Params, nodes: int, ours: str = "autoupdate") -> list[str]:
+    """The issue's targets, checked per start point (worst case over the start points)."""
+    out = []
+    by = lambda pt, name: next(r for r in pt.results if r.strategy == name)  # noqa: E731
+    time_ratio = max(by(pt, ours).done_h / by(pt, "all at once").done_h for pt in points)
+    lost_ratio = max(by(pt, ours).lost_nh / (nodes * p.reboot_seconds / 3600) for pt in points)
+    out.append(f"time vs all at once: worst {time_ratio:.2f}x (target <= 1.5x)")
+    out.append(f"lost node-h vs lower bound: worst {lost_ratio:.2f}x (target <= 1.5x)")
+    for base in ("batches of 10%", "maint reservations"):
+        lost = sum(1 for pt in points if by(pt, ours).lost_nh <= by(pt, base).lost_nh)
+        wait = sum(1 for pt in points if by(pt, ours).wait_mean_h <= by(pt, base).wait_mean_h + 1e-9)
+        out.append(f"vs {base}: fewer lost node-h at {lost}/{len(points)} start points, "
+                   f"less mean extra wait at {wait}/{len(points)}")
+    return out
+
+
+def plot(results: dict[str, list[StartPoint]], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(len(results), 1, figsize=(11, 4.2 * len(results)), squeeze=False)
+    for ax, (name, points) in zip(axes[:, 0], results.items()):
+        point = sorted(points, key=lambda pt: pt.bound_h)[len(points) // 2]  # a typical start point
+        for r in point.results:
+            xs, ys = [0.0], [0]
+            for t, n in r.timeline:
+                xs += [t, t]
+                ys += [ys[-1], n]
+            xs.append(max(r.done_h, xs[-1]))
+            ys.append(ys[-1])
+            ax.step(xs, ys, where="post", label=f"{r.strategy} ({r.done_h:.0f} h, {r.lost_nh:.0f} node-h)")
+        ax.set_xscale("symlog", linthresh=24)
+        ax.set_xlabel("hours since the rollout started (linear to 24 h, then log)")
+        ax.set_ylabel("nodes out of service")
+        ax.set_title(f"{name}: start point {point.index} ({point.running_jobs} jobs running, "
+                     f"{point.queued_jobs} queued)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def write_outputs(results: dict[str, list[StartPoint]], p: Params, out_dir: Path) -> str:
+    import json
+    out_dir.mkdir(parents=True, exist_ok=True)
+    text = [f"Reboot {p.reboot_seconds / 60:g} min, budget {p.budget:.0%}, {p.canaries} canaries, "
+            f"soak {p.soak_seconds / 60:g} min, engine tick {p.tick_seconds:g} s.\n"]
+    for name, points in results.items():
+        spec = TRACES[name]
+        rows = summarise(points, p, spec.nodes)
+        for r in rows:
+            if r["strategy"] != "lower bound":
+                assert r["killed"] == 0, f"{name}: {r['strategy']} killed {r['killed']} job(s)"
+        for pt in points:
+            for r in pt.results:
+                assert r.budget is None or r.max_out <= r.budget, \
+                    f"{name} start {pt.index}: {r.strategy} had {r.max_out} out, budget {r.budget}"
+        text.append(table(name, rows, spec, points))
+        text.append("\n".join(f"* {t}" for t in targets(points, p, spec.nodes)) + "\n")
+    report = "\n".join(text)
+    (out_dir / "results.md").write_text(report)
+    (out_dir / "results.json").write_text(json.dumps(
+        {name: [asdict(pt) for pt in pts] for name, pts in results.items()}, indent=1))
+    plot(results, out_dir / "out_of_service.png")
+    return report
+
+
+def main(argv=None) -> int:
+    import argparse
+    ap = argparse.ArgumentParser(description="Roll a DRAIN update out on replayed workload traces.")
+    ap.add_argument("--traces", default="KTH,HPC2N")
+    ap.add_argument("--starts", type=int, default=10)
+    ap.add_argument("--reboot-minutes", type=float, default=10.0)
+    ap.add_argument("--tick", type=float, default=30.0, help="engine poll interval (simulated seconds)")
+    ap.add_argument("--warmup-days", type=float, default=14.0)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--out", default="bench/out")
+    a = ap.parse_args(argv)
+    p = Params(reboot_seconds=a.reboot_minutes * 60, tick_seconds=a.tick)
+    started = time.monotonic()
+    results = run_bench(tuple(a.traces.split(",")), a.starts, a.warmup_days, p, a.workers)
+    print(write_outputs(results, p, Path(a.out)))
+    print(f"({time.monotonic() - started:.0f} s; written to {a.out}/)")
+    return 0
