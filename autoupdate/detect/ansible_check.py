@@ -19,7 +19,8 @@ from collections import defaultdict
 from typing import Sequence
 
 from ..adapters.ansible_run import (
-    AnsibleError, AnsibleOptions, HostOutcome, options_for, run_playbook, syntax_check, tag_names,
+    AnsibleError, AnsibleOptions, HostOutcome, PlaybookRun, options_for, run_playbook, syntax_check,
+    tag_names,
 )
 from ..model import ChangeClass, DetectorVerdict, Verdict
 from ..nodeset import fold
@@ -49,6 +50,10 @@ class AnsibleCheckDetector:
             run = run_playbook(self.opts, workdir, managed, check=True)
         except AnsibleError as exc:
             return DetectorVerdict(self.name, error=f"ansible-playbook --check: {exc}")
+        return self.verdict(run, managed)
+
+    def verdict(self, run: PlaybookRun, managed: Sequence[str]) -> DetectorVerdict:
+        """Per-host check results -> classes (and what could not be checked, in the notes)."""
         if not run.saw_stats:  # stopped before the end (parse error, vault, crash): no answer
             return DetectorVerdict(self.name, error=f"ansible-playbook --check did not finish "
                                                     f"(exit {run.returncode}): {run.brief}")

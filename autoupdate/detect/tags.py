@@ -105,13 +105,10 @@ class TagsDetector:
             findings.extend(self._file_findings(ctx, path, new, old, inv))
         return findings, notes
 
-    def _hosts(self, pattern: str, inv: InventoryView) -> tuple[str, ...] | None:
-        return inv.match(pattern)
-
     def _task_finding(self, task: TaskRef, inv: InventoryView, via: str = "") -> Finding:
         klass = self.tags.classify(task.tags)
         what = task.describe() + (f" (uses {via})" if via else "")
-        return Finding(what, klass, self._hosts(task.hosts, inv), self.tags.explain(task.tags))
+        return Finding(what, klass, inv.match(task.hosts), self.tags.explain(task.tags))
 
     def _tasks_finding(self, what: str, tasks: Iterable[TaskRef], inv: InventoryView) -> list[Finding]:
         """Each task once, named after the changed file that reaches it."""
