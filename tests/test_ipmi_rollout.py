@@ -24,6 +24,7 @@ pytestmark = [pytest.mark.ipmi, pytest.mark.slurm, pytest.mark.slow]
 
 SECRET = "bmc-S3cret!pw"
 WRONG = "0000000bad0000000bad0000000bad0000000bad"
+HYPERVISORS = {"hv1": ["node003", "node004"]}  # a BMC of its own; resetting it reboots its VMs
 
 
 @pytest.fixture(scope="module")
@@ -34,15 +35,16 @@ def fleet(slurm_rig_session):
         # Each in its own thread: a slow slurmd restart must not delay other BMCs' events.
         fn = {"reset": rig.power_reset, "cycle": rig.power_reset, "on": rig.power_on,
               "off": rig.power_off, "soft": rig.power_off}[action]
-        threading.Thread(target=fn, args=(node,), daemon=True).start()
+        for target in HYPERVISORS.get(node, [node]):
+            threading.Thread(target=fn, args=(target,), daemon=True).start()
 
-    with BmcFleet(rig.nodes, users={"admin": SECRET}, on_power=on_power) as f:
+    with BmcFleet([*rig.nodes, *HYPERVISORS], users={"admin": SECRET}, on_power=on_power) as f:
         yield f
 
 
 @pytest.fixture
 def bmcs(fleet, slurm_rig):
-    for n in slurm_rig.nodes:
+    for n in [*slurm_rig.nodes, *HYPERVISORS]:
         fleet.silence(n, False)
         fleet.set(n, "powered", True)
         fleet.set(n, "bootdev", "default")
@@ -67,12 +69,15 @@ class Harness:
         git(self.repo, "config", "user.email", "t@example.org")
         git(self.repo, "config", "user.name", "t")
         self.commit("kernel/version", "1", "initial")
-        stage = (f"case {{node}} in {overrides.pop('wrong_node', '-')}) echo {WRONG} ;; "
+        stage = (f"mkdir -p {rig.dir}/nodes/{{node}} && "  # hypervisors are no rig nodes: make room
+                 f"case {{node}} in {overrides.pop('wrong_node', '-')}) echo {WRONG} ;; "
                  f"*) echo {{target}} ;; esac > {rig.dir}/nodes/{{node}}/staged")
         config = {
             "cluster": {"backend": "slurm", "slurm": {"slurm_conf": str(rig.conf), "command_timeout": 15}},
             "repository": {"url": str(self.repo), "branch": "main", "fetch_interval": 0.5},
-            "detectors": [{"type": "path_rules", "rules": [{"glob": "kernel/**", "class": "drain"}]}],
+            "detectors": [{"type": "path_rules", "rules": [
+                {"glob": "hypervisor/**", "class": "drain", "nodes": "hv1"},
+                {"glob": "kernel/**", "class": "drain"}]}],
             "rollout": {"canary_count": 0, "soak_seconds": 0, "max_unavailable": 2, "max_attempts": 3,
                         "retry_backoff_seconds": 0.5, "retry_backoff_max_seconds": 1,
                         "failure_budget": 4},
@@ -204,3 +209,25 @@ def test_a_node_that_boots_the_wrong_image_stays_drained_with_a_reason(tmp_path,
     assert "DRAIN" in info["State"] and info["Reason"].startswith("autoupdate:")
     for node in set(slurm_rig.nodes) - {bad}:
         assert recs[node].phase is NodePhase.DONE and slurm_rig.booted(node) == sha
+
+
+def test_a_hypervisor_and_its_two_vms_are_updated_as_one_unit(tmp_path, slurm_rig, bmcs):
+    h = Harness(tmp_path, slurm_rig, bmcs,
+                nodes={"hypervisors": {"hv1": "node[003-004]"}})
+    h.baseline()
+    boots = {n: slurm_rig.node_info(n)["BootTime"] for n in slurm_rig.nodes}
+    sha = h.commit("hypervisor/qemu.conf", "2", "hypervisor update")
+    assert h.run() == 0, h.log.read_text()[-3000:]
+    recs = h.records()
+    vms = HYPERVISORS["hv1"]
+    assert bmcs.actions("hv1") == ["reset"]  # one hypervisor reboot, through its own BMC
+    assert (slurm_rig.dir / "nodes" / "hv1" / "staged").read_text().strip() == sha  # applied
+    for vm in vms:
+        assert recs[vm].phase is NodePhase.DONE and bmcs.actions(vm) == []  # not reset on its own
+        assert slurm_rig.booted(vm) == sha and slurm_rig.node_info(vm)["BootTime"] != boots[vm]
+    for other in set(slurm_rig.nodes) - set(vms):  # the other nodes were not touched
+        assert other not in recs and slurm_rig.node_info(other)["BootTime"] == boots[other]
+    drains = [line for line in h.log.read_text().splitlines()
+              if '"to": "draining"' in line or "to=draining" in line]
+    assert len(drains) == 2, drains
+    assert set(slurm_rig.node_states().values()) == {"IDLE"}

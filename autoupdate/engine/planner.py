@@ -1,6 +1,7 @@
 """Which waiting nodes start next: idle ones first, then those whose jobs end soonest."""
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
@@ -23,30 +24,50 @@ class Selection:
     waiting: dict[str, str] = field(default_factory=dict)  # node -> why it did not start
 
 
+Group = Callable[[NodeRecord], "tuple[list[NodeRecord], str]"]
+
+
+def _single(rec: NodeRecord) -> tuple[list[NodeRecord], str]:
+    return [rec], ""
+
+
+def fits(budget: Budget, counts: Counter) -> bool:
+    """Room for `count` more nodes out in each partition. A group larger than a partition's
+    whole budget (a hypervisor's VMs) may go only when nothing else there is out."""
+    return all(budget.room_for([p], c) or (c > budget.limits.get(p, 0) and not budget.used.get(p, 0))
+               for p, c in counts.items())
+
+
 def select(candidates: Sequence[NodeRecord], snapshot: ClusterSnapshot, budget: Budget,
            in_flight: int, max_in_flight: int,
-           gate: Callable[[NodeRecord], str | None]) -> Selection:
+           gate: Callable[[NodeRecord], str | None], group: Group = _single) -> Selection:
     """Pick, in order, the candidates that may start now without breaking any limit.
 
     HOT work takes no capacity (the node stays in service). DRAIN work takes one unit of the
-    budget in every partition the node belongs to.
+    budget in every partition the node belongs to. `group(rec)` names the records that must
+    start together with rec (a hypervisor's VMs, see units.py), all or none.
     """
     sel = Selection()
+    seen: set[str] = set()
     for rec in order(candidates, snapshot):
-        why = gate(rec)
+        if rec.node in seen:
+            continue
+        members, why = group(rec)
+        members = members or [rec]
+        seen.update(m.node for m in members)
+        why = why or next((w for w in map(gate, members) if w), None)
+        if not why and max_in_flight and in_flight + len(members) > max_in_flight:
+            why = f"max_in_flight ({max_in_flight}) reached"
+        counts = Counter(p for m in members if m.klass == ChangeClass.DRAIN
+                         for p in snapshot.nodes[m.node].partitions)
+        if not why and not fits(budget, counts):
+            full = [p for p, c in counts.items() if not fits(budget, Counter({p: c}))]
+            why = f"capacity budget full in {','.join(full)}"
         if why:
-            sel.waiting[rec.node] = why
+            sel.waiting.update({m.node: why for m in members})
             continue
-        if max_in_flight and in_flight >= max_in_flight:
-            sel.waiting[rec.node] = f"max_in_flight ({max_in_flight}) reached"
-            continue
-        if rec.klass == ChangeClass.DRAIN:
-            parts = snapshot.nodes[rec.node].partitions
-            if not budget.room_for(parts):
-                full = [p for p in parts if not budget.room_for([p])]
-                sel.waiting[rec.node] = f"capacity budget full in {','.join(full)}"
-                continue
-            budget.take(parts)
-        in_flight += 1
-        sel.start.append(rec)
+        for p, c in counts.items():
+            budget.take([p], c)
+        in_flight += len(members)
+        sel.start.extend(members)
     return sel
