@@ -413,6 +413,14 @@ def demo(nodes: int, speed: float, quiet: bool) -> None:
     sys.exit(0 if summary["jobs_killed"] == 0 and summary["updated"] == summary["nodes"] else 1)
 
 
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def bench(ctx: click.Context) -> None:
+    """Rollout benchmark on real workload traces (options: see --help of bench/rollout_bench.py)."""
+    from .sim.bench import main as bench_main
+    sys.exit(bench_main(ctx.args))
+
+
 def main() -> None:
     try:
         cli(standalone_mode=True)
