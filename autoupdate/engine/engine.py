@@ -27,6 +27,7 @@ from . import phases
 from .planner import select
 from .rollout import choose_canaries, next_state, stage_allows
 from .slots import our_slots, plan as plan_slots, reservation_name
+from .units import Units
 
 log = structlog.get_logger("autoupdate.engine")
 P = NodePhase
@@ -66,7 +67,8 @@ class TickReport:
 class Engine:
     def __init__(self, settings: Settings, store: Store, *, workload_manager, source, detectors,
                  applier, rebooter, checks=(), notifiers=(), clock, executor=None,
-                 window_gate: Callable[[ChangeClass, float], str | None] | None = None):
+                 window_gate: Callable[[ChangeClass, float], str | None] | None = None,
+                 units: Units | None = None):
         self.settings = settings
         self.lists = SafetyLists.from_settings(settings.nodes)
         self.store = store
@@ -87,12 +89,15 @@ class Engine:
         self.last_report: TickReport | None = None
         self._slots: dict[str, float] = {}  # node -> our maintenance reservation's start
         self.head: Revision | None = None
+        # Hypervisor units (nodes.hypervisors; see units.py): VMs drained, applied, rebooted together.
+        (units if units is not None else Units.from_settings(settings)).attach(self, applier, rebooter)
 
     @classmethod
     def from_deps(cls, deps, store: Store, **kw) -> "Engine":
         return cls(deps.settings, store, workload_manager=deps.workload_manager, source=deps.source,
                    detectors=deps.detectors, applier=deps.applier, rebooter=deps.rebooter,
-                   checks=deps.checks, notifiers=deps.notifiers, clock=deps.clock, **kw)
+                   checks=deps.checks, notifiers=deps.notifiers, clock=deps.clock,
+                   **{"units": Units.from_deps(deps), **kw})
 
     # --- configuration ------------------------------------------------------------------------
     def reconfigure(self, settings: Settings) -> None:
@@ -124,7 +129,9 @@ class Engine:
     def verdict(self, old: str | None, new: str, managed: Sequence[str]) -> Verdict:
         key = (old, new)
         if key not in self._verdicts:
-            self._verdicts[key] = run_detectors(self.detectors, self.source, old, new, managed)
+            hypervisors = [h for h in self.units.hypervisors if self.lists.managed(h)]
+            self._verdicts[key] = self.units.expand(
+                run_detectors(self.detectors, self.source, old, new, [*managed, *hypervisors]))
         return self._verdicts[key]
 
     def fetch(self) -> Revision | None:
@@ -217,7 +224,8 @@ class Engine:
                     self._cancel(rec, f"superseded by {rollout.target[:12]}, nothing to do", now)
                     continue
                 new = replace(rec, target=rollout.target, rollout_id=rollout.id,
-                              klass=max(rec.klass, klass), canary=canary)
+                              klass=max(rec.klass, klass), canary=canary,
+                              actions=tuple(self._verdict_actions(node, applied, rollout.target)))
                 self.store.save(new, at=now, message=f"retargeted to {rollout.target[:12]}")
                 continue
             if rec is not None and rec.phase is P.FAILED and rec.drained_by_us:
@@ -431,6 +439,7 @@ class Engine:
         to_resume: list[NodeRecord] = []
         to_apply: dict[tuple[str, ChangeClass], list[NodeRecord]] = {}
         to_reboot: list[NodeRecord] = []
+        released = self.units.released(records)  # hypervisor units whose VMs are all drained
         for rec in records.values():
             if rec.phase.terminal or rec.node in self._work:
                 continue
@@ -461,6 +470,10 @@ class Engine:
                 elif info.drained_by_autoupdate and not snapshot.busy(rec.node) \
                         and info.base in (NodeBase.IDLE, NodeBase.DOWN) and "COMPLETING" not in info.flags:
                     rec = self._transition(rec, P.DRAINED, now, "empty")
+                    held = self.units.held(rec, released)
+                    if held:
+                        report.waiting[rec.node] = held
+                        continue
                     rec = self._transition(rec, P.APPLYING, now)
                     to_apply.setdefault((rec.target, rec.klass), []).append(rec)
                 elif not info.drained:
@@ -470,6 +483,10 @@ class Engine:
                     else:  # its slot is open (reservation strategy), or it lost our drain: (re)drain
                         to_drain.setdefault(drain_reason(rec), []).append(rec.node)
             elif rec.phase is P.DRAINED:
+                held = self.units.held(rec, released)
+                if held:
+                    report.waiting[rec.node] = held
+                    continue
                 rec = self._transition(rec, P.APPLYING, now)
                 to_apply.setdefault((rec.target, rec.klass), []).append(rec)
             elif rec.phase is P.APPLYING:
@@ -599,7 +616,8 @@ class Engine:
 
         if reserving:
             pending = self._start_slots(pending, slotted, records, snapshot, budget, now, report, gate)
-        sel = select(pending, snapshot, budget, in_flight, self.settings.rollout.max_in_flight, gate)
+        sel = select(pending, snapshot, budget, in_flight, self.settings.rollout.max_in_flight, gate,
+                     group=self.units.grouper(pending, records))
         report.waiting.update(sel.waiting)
         to_drain: dict[str, list[str]] = {}
         to_apply: dict[tuple[str, ChangeClass], list[NodeRecord]] = {}
