@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .config import ConfigError, Settings, load_config
@@ -280,12 +281,13 @@ def plan(ctx: click.Context, as_json: bool) -> None:
     con = Console()
     con.print(f"HEAD {head.short} {head.summary!r}")
     for v in out["verdicts"]:
-        con.print(f"from {(v['base'] or 'nothing')[:12]}:" + (f" [bold red]ERROR[/] {v['error']}" if v["error"] else ""))
+        # Detector texts may hold brackets ([hotchange], [Errno 2]): never read them as markup.
+        con.print(f"from {(v['base'] or 'nothing')[:12]}:" + (f" [bold red]ERROR[/] {escape(v['error'])}" if v["error"] else ""))
         for d in v["detectors"]:
             cls = "  ".join(f"{k}={n}" for k, n in d["classes"].items() if n)
-            con.print(f"  {d['name']}: {('ERROR ' + d['error']) if d['error'] else cls or 'no change'}")
+            con.print(f"  {d['name']}: {escape(('ERROR ' + d['error']) if d['error'] else cls or 'no change')}")
             for note in d["notes"][:20]:
-                con.print(f"    {note}")
+                con.print(f"    {escape(note)}")
     t = Table("order", "node", "class", "canary", "idle at", "held by others")
     for r in sorted(rows, key=lambda r: (r["class"] == "good", r["order"])):
         t.add_row(str(r["order"]), r["node"], r["class"], "yes" if r["canary"] else "",

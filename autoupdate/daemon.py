@@ -98,6 +98,7 @@ class Service:
                                id="fetch", max_instances=1, coalesce=True)
         self.scheduler.add_job(self._tick_job, "interval", seconds=c.poll_interval, id="tick",
                                max_instances=1, coalesce=True)
+        self._schedule_drift_checks()
         self._install_signals()
         log.info("running", poll_interval=c.poll_interval, backend=self.settings.cluster.backend)
         try:
@@ -107,6 +108,14 @@ class Service:
             self.engine.shutdown()
             self.store.close()
         return self.exit_code
+
+    def _schedule_drift_checks(self) -> None:
+        """Detectors that find drift without a commit (ansible --check) run on their interval."""
+        from .detect.ansible_check import check_drift, drift_detectors
+        for i, det in enumerate(drift_detectors(self.deps.detectors)):
+            self.scheduler.add_job(self.engine.correct_drift, "interval", seconds=det.interval,
+                                   args=[lambda sha, managed, det=det: check_drift(det, self.deps.source, sha, managed)],
+                                   id=f"drift-{i}", max_instances=1, coalesce=True)
 
     def _install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():

@@ -307,3 +307,26 @@ def test_newly_blacklisted_in_flight_node_is_resumed_not_rebooted(tmp_path, phas
         kit.step()
     assert kit.phase("n01") == "cancelled"
     assert not kit.cluster.nodes["n01"].drained and kit.cluster.nodes["n01"].boot_time == boot
+
+
+def test_drift_found_without_a_commit_is_corrected_like_a_change(tmp_path):
+    from autoupdate.model import ChangeClass, Verdict
+    kit = Kit(tmp_path, config={"nodes": {"canaries": ""}})
+    head = kit.source.branch[-1]
+    kit.engine.fetch()
+    asked = []
+
+    def check(sha, managed):
+        asked.append((sha, tuple(managed)))
+        return Verdict(sha, sha, {"n03": ChangeClass.DRAIN, "n04": ChangeClass.GOOD})
+
+    write_pause(kit.settings.pause_file, "", "x", 0)
+    assert kit.engine.correct_drift(check) is None and not asked  # paused: not even checked
+    clear_pause(kit.settings.pause_file)
+    rollout = kit.engine.correct_drift(check)
+    assert rollout is not None and rollout.target == head and asked[0][0] == head
+    kit.run_until(lambda: kit.rollout_state() == "done")
+    assert kit.cluster.stats.reboots == 1 and kit.phase("n03") == "done" and kit.store.record("n04") is None
+    errors = lambda sha, managed: Verdict(sha, sha, {}, error="host n05 unreachable")  # noqa: E731
+    assert kit.engine.correct_drift(errors) is None
+    assert any(e.kind == "drift.error" and "unreachable" in e.message for e in kit.notified)

@@ -189,16 +189,23 @@ class Engine:
             return True
         classes = {n: verdicts[self.applied_of(n, applied)].classes.get(n, ChangeClass.GOOD)
                    for n in managed if n not in busy}
+        self._launch(head, classes, snapshot, records, applied, now, head.summary)
+        return True
+
+    def _launch(self, head: Revision, classes: Mapping[str, ChangeClass], snapshot: ClusterSnapshot,
+                records: Mapping[str, NodeRecord], applied: Mapping[str, str], now: float,
+                summary: str) -> Rollout:
+        """A new rollout of `head` with these per-node classes: canaries first."""
         affected = {n: c for n, c in classes.items() if c > ChangeClass.GOOD}
         canaries = choose_canaries(affected, self.lists.canaries, snapshot, self.settings.rollout.canary_count)
         rollout = self.store.new_rollout(head.sha, RolloutState.CANARY if canaries else RolloutState.WAVES,
-                                         now, head.summary)
+                                         now, summary)
         rollout.canaries = canaries
         self.store.save_rollout(rollout)
         self._adopt(rollout, classes, records, applied, now)
-        summary = ", ".join(f"{sum(1 for c in affected.values() if c == k)} {k.label}"
-                            for k in (ChangeClass.DRAIN, ChangeClass.HOT))
-        self.emit("rollout.detected", f"{head.short} {head.summary!r}: {summary}",
+        counts = ", ".join(f"{sum(1 for c in affected.values() if c == k)} {k.label}"
+                           for k in (ChangeClass.DRAIN, ChangeClass.HOT))
+        self.emit("rollout.detected", f"{head.short} {summary!r}: {counts}",
                   rollout_id=rollout.id, target=head.sha, nodes=tuple(sorted(affected)),
                   data={"drain": fold(n for n, c in affected.items() if c == ChangeClass.DRAIN),
                         "hot": fold(n for n, c in affected.items() if c == ChangeClass.HOT)})
@@ -208,7 +215,30 @@ class Engine:
         elif affected:
             self.emit("canary.none", "no canary among the affected nodes: straight to the waves",
                       rollout_id=rollout.id, target=head.sha)
-        return True
+        return rollout
+
+    def correct_drift(self, check: Callable[[str, list[str]], Verdict]) -> Rollout | None:
+        """Roll the current commit out again on nodes that drifted from it (e.g. found by
+        `ansible-playbook --check`). Only when idle and not paused: a rollout has priority."""
+        with self._lock:
+            head = self.store.get_meta("head")
+            records = self.store.records()
+            if not head or self.store.active_rollout() is not None or read_pause(self.settings.pause_file).paused \
+                    or any(not r.phase.terminal for r in records.values()):
+                return None
+            snapshot = self._snapshot_or_none()
+            if snapshot is None:
+                return None
+            verdict = check(head, self.managed(snapshot))
+            if verdict.is_error:
+                self.emit("drift.error", f"drift check of {head[:12]} failed: {verdict.error}", needs_human=True)
+                return None
+            drifted = {n: c for n, c in verdict.classes.items() if c > ChangeClass.GOOD and self.lists.managed(n)}
+            if not drifted:
+                return None
+            self._verdicts[(head, head)] = verdict  # carries per-node actions for _adopt
+            return self._launch(self._revision(head), drifted, snapshot, records, self.applied(),
+                                self.clock.now(), f"drift correction of {fold(drifted)}")
 
     def _adopt(self, rollout: Rollout, classes: Mapping[str, ChangeClass],
                records: Mapping[str, NodeRecord], applied: Mapping[str, str], now: float) -> None:
