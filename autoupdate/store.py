@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -84,6 +85,7 @@ class Store:
         # data_version says so); our own writes go to SQLite first, then to the cache. The
         # engine reads the records several times per tick: at 10,000 nodes that is what costs.
         self._cache: dict[str, dict] = {}
+        self._pending: list[tuple[str, tuple]] | None = None  # statements of an open batch()
         self._seen_version: int | None = None
 
     @classmethod
@@ -96,8 +98,29 @@ class Store:
     def close(self) -> None:
         self._db.close()
 
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group many saves into one transaction, committed when the block ends (also on error).
+
+        Callers act on the saved records only after the block: persistence still comes first.
+        """
+        with self._lock:
+            if self._pending is not None:  # nested: the outer block commits
+                yield
+                return
+            self._pending = []
+            try:
+                yield
+            finally:
+                statements, self._pending = self._pending, None
+                if statements:
+                    self._tx(statements)
+
     def _tx(self, statements: Iterable[tuple[str, tuple]]) -> None:
         with self._lock:
+            if self._pending is not None:
+                self._pending.extend(statements)
+                return
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 for sql, args in statements:

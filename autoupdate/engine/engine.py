@@ -202,7 +202,8 @@ class Engine:
                                          now, summary)
         rollout.canaries = canaries
         self.store.save_rollout(rollout)
-        self._adopt(rollout, classes, records, applied, now)
+        with self.store.batch():  # one transaction for thousands of new records
+            self._adopt(rollout, classes, records, applied, now)
         counts = ", ".join(f"{sum(1 for c in affected.values() if c == k)} {k.label}"
                            for k in (ChangeClass.DRAIN, ChangeClass.HOT))
         self.emit("rollout.detected", f"{head.short} {summary!r}: {counts}",
@@ -358,7 +359,8 @@ class Engine:
                           rollout_id=rollout.id, needs_human=True)
                 return
             classes[n] = v.classes.get(n, ChangeClass.GOOD)
-        self._adopt(rollout, classes, records, applied, now)
+        with self.store.batch():  # one transaction for thousands of new records
+            self._adopt(rollout, classes, records, applied, now)
 
     # --- transitions --------------------------------------------------------------------------
     def _transition(self, rec: NodeRecord, phase: NodePhase, now: float, message: str = "",
@@ -651,14 +653,15 @@ class Engine:
         report.waiting.update(sel.waiting)
         to_drain: dict[str, list[str]] = {}
         to_apply: dict[tuple[str, ChangeClass], list[NodeRecord]] = {}
-        for rec in sel.start:
-            report.started.append(rec.node)
-            if rec.klass == ChangeClass.DRAIN:
-                rec = self._transition(rec, P.DRAINING, now, "draining", drained_by_us=True)
-                to_drain.setdefault(drain_reason(rec), []).append(rec.node)
-            else:
-                rec = self._transition(rec, P.APPLYING, now, "applying live")
-                to_apply.setdefault((rec.target, rec.klass), []).append(rec)
+        with self.store.batch():  # all persisted (one transaction) before the first action
+            for rec in sel.start:
+                report.started.append(rec.node)
+                if rec.klass == ChangeClass.DRAIN:
+                    rec = self._transition(rec, P.DRAINING, now, "draining", drained_by_us=True)
+                    to_drain.setdefault(drain_reason(rec), []).append(rec.node)
+                else:
+                    rec = self._transition(rec, P.APPLYING, now, "applying live")
+                    to_apply.setdefault((rec.target, rec.klass), []).append(rec)
         self._do_drains(to_drain, self.store.records(), now)
         self._do_applies(to_apply)
 
