@@ -19,6 +19,7 @@ $CREDENTIALS_DIRECTORY) or an environment variable; never from the YAML, never l
 from __future__ import annotations
 
 import json
+import logging
 import os
 import queue
 import threading
@@ -295,6 +296,9 @@ def from_settings(settings, deps) -> SlackNotifier:
     s = settings.notify.slack
     if s is None:
         raise SlackError("notify.slack: section missing")
+    # We log delivery failures ourselves, once per message and without secrets; slack-sdk would
+    # log every failed attempt, and at debug level the webhook client logs its URL (a secret).
+    logging.getLogger("slack_sdk").setLevel(logging.CRITICAL)
     rate_limits = [RateLimitErrorRetryHandler(max_retry_count=2)]
     if s.mode == "webhook":
         url = read_credential(s.webhook_url_file, s.webhook_url_env, "Slack webhook URL")
