@@ -50,13 +50,14 @@ class NodePhase(str, enum.Enum):
     @property
     def out_of_service(self) -> bool:
         """Phases in which autoupdate holds the node out of Slurm's hands."""
-        return self in {
-            NodePhase.DRAINING, NodePhase.DRAINED, NodePhase.APPLYING, NodePhase.REBOOTING,
-            NodePhase.VERIFYING, NodePhase.RESUMING, NodePhase.RETRY_WAIT, NodePhase.FAILED,
-        }
+        return self in OUT_OF_SERVICE_PHASES
 
 
 TERMINAL_PHASES = frozenset({NodePhase.DONE, NodePhase.FAILED, NodePhase.CANCELLED, NodePhase.SKIPPED})
+OUT_OF_SERVICE_PHASES = frozenset({
+    NodePhase.DRAINING, NodePhase.DRAINED, NodePhase.APPLYING, NodePhase.REBOOTING, NodePhase.VERIFYING,
+    NodePhase.RESUMING, NodePhase.RETRY_WAIT, NodePhase.FAILED,
+})
 
 
 class RolloutState(str, enum.Enum):

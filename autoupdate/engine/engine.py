@@ -683,20 +683,24 @@ class Engine:
                         rs.reservation_seconds, 2 * self.settings.control.poll_interval)
         report.waiting.update(sp.waiting)
         to_drain: dict[str, list[str]] = {}
-        for node, start in sp.reserve.items():
-            rec = self.store.record(node)
-            if rec.phase is P.PENDING:
-                report.started.append(node)
-                rec = self._transition(rec, P.DRAINING, now, f"maintenance slot in {start - now:.0f}s",
-                                       drained_by_us=True)
-            if not self._safe(lambda: self.wm.reserve(reservation_name(node), node, start, drain_reason(rec)),
-                              node, "reserve"):
-                continue
-            self._slots[node] = start
-            if node in sp.drain_now:
-                to_drain.setdefault(drain_reason(rec), []).append(node)
-            elif not rec.action_done:
-                self._mark_done(rec, now)
+        with self.store.batch():  # every new slot persisted (one transaction) before any is placed
+            for node, start in sp.reserve.items():
+                rec = self.store.record(node)
+                if rec.phase is P.PENDING:
+                    report.started.append(node)
+                    self._transition(rec, P.DRAINING, now, f"maintenance slot in {start - now:.0f}s",
+                                     drained_by_us=True)
+        with self.store.batch():  # a lost "placed" mark only means placing it again: idempotent
+            for node, start in sp.reserve.items():
+                rec = self.store.record(node)
+                if not self._safe(lambda: self.wm.reserve(reservation_name(node), node, start, drain_reason(rec)),
+                                  node, "reserve"):
+                    continue
+                self._slots[node] = start
+                if node in sp.drain_now:
+                    to_drain.setdefault(drain_reason(rec), []).append(node)
+                elif not rec.action_done:
+                    self._mark_done(rec, now)
         self._do_drains(to_drain, self.store.records(), now)
         return [r for r in pending if r.klass != ChangeClass.DRAIN]
 

@@ -37,6 +37,13 @@ class SimJob:
     procs: int = 0  # cores wanted, packed onto nodes; 0: `size` whole nodes
     alloc: dict[str, int] = field(default_factory=dict)  # node -> cores used there
 
+    def view(self) -> Job:
+        """What the workload manager shows of this running job (built once: snapshots are hot)."""
+        v = self.__dict__.get("_view")
+        if v is None or v.start_time != self.start or v.nodes != self.nodes:
+            v = self.__dict__["_view"] = Job(self.job_id, self.nodes, self.start, self.limit_end)
+        return v
+
     @property
     def end(self) -> float:
         return self.start + self.runtime  # type: ignore[operator]
@@ -368,7 +375,7 @@ class SimCluster:
             now = self.clock.now()
             self._advance(now)
             infos = {n.name: self._info(n) for n in self.nodes.values()}
-            jobs = tuple(Job(j.job_id, j.nodes, j.start, j.limit_end) for j in self.jobs.values())
+            jobs = tuple(j.view() for j in self.jobs.values())
             return ClusterSnapshot(taken_at=now, nodes=infos, jobs=jobs,
                                    reservations=tuple(self.reservations.values()))
 
