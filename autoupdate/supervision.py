@@ -138,12 +138,12 @@ class Supervision:
                                 nodes=tuple(done))
 
     def after_tick(self, service: Any, report: Any) -> None:
-        if report.ok:
-            self.last_tick_done = time.monotonic()
+        # A tick that could not read Slurm still proves the loop alive: an outage of Slurm must
+        # not make systemd restart us in a loop (metrics show the last *successful* tick).
+        self.last_tick_done = time.monotonic()
         try:
             self._maybe_ready(service)
-            if report.ok:
-                self.sd.watchdog()
+            self.sd.watchdog()
             progress = self._progress(service)
             self._publish(service, report, progress)
         except Exception as exc:  # noqa: BLE001 - reporting never stops a rollout
