@@ -19,6 +19,7 @@ import pytest
 from autoupdate.config import load_config
 from autoupdate.daemon import Service
 from autoupdate.model import NodePhase, RolloutState
+from autoupdate.ports import WorkloadManagerError
 from rig.service import Setup, free_port, wait_until
 from rig.slack_server import TOKEN, FakeSlack
 
@@ -150,8 +151,11 @@ class HangingWM:
         self.hang = threading.Event()
         self.release = threading.Event()
         self.blocked = threading.Event()
+        self.fail = threading.Event()
 
     def snapshot(self):
+        if self.fail.is_set():
+            raise WorkloadManagerError("scontrol: Unable to contact slurm controller (test)")
         if self.hang.is_set():
             self.blocked.set()
             self.release.wait(30)
@@ -194,6 +198,35 @@ def test_hung_loop_stops_watchdog_pings(tmp_path, monkeypatch):
     finally:
         wm.hang.clear()
         wm.release.set()
+        service.scheduler.shutdown(wait=False)
+        thread.join(30)
+        notify.close()
+
+
+def test_slurm_outage_keeps_pinging_but_last_good_tick_stays(tmp_path, monkeypatch):
+    # The loop is alive while Slurm is down: systemd must not restart us in a loop; the metric
+    # of the last successful tick is what alerts people.
+    setup = Setup(tmp_path)
+    notify = NotifySocket(tmp_path / "notify")
+    monkeypatch.setenv("NOTIFY_SOCKET", notify.path)
+    monkeypatch.setenv("WATCHDOG_USEC", "1000000")
+    service = Service(load_config(setup.config_path), str(setup.config_path))
+    wm = HangingWM(service.engine.wm)
+    service.engine.wm = wm
+    thread = run_in_thread(service, max_seconds=20)
+    gauge = "autoupdate_last_successful_tick_timestamp_seconds"
+    try:
+        wait_until(lambda: notify.has("READY=1"), 20, what="READY")
+        wm.fail.set()
+        time.sleep(0.3)
+        last_good = service.supervision.metrics.registry.get_sample_value(gauge)
+        outage = time.monotonic()
+        time.sleep(1.5)
+        assert len(notify.times("WATCHDOG=1", outage)) >= 3
+        assert service.supervision.metrics.registry.get_sample_value(gauge) == last_good
+        assert service.engine.last_report.ok is False
+    finally:
+        wm.fail.clear()
         service.scheduler.shutdown(wait=False)
         thread.join(30)
         notify.close()
