@@ -193,3 +193,29 @@ def test_missing_commands_are_one_clear_error(tmp_path):
     wm = SlurmWorkloadManager(bin_dir=str(tmp_path))
     with pytest.raises(WorkloadManagerError, match="command not found"):
         wm.snapshot()
+
+
+def test_choosing_pyslurm_without_pyslurm_is_one_clear_error(tmp_path):
+    from autoupdate.adapters import pyslurm_wm
+    from autoupdate.config import parse_config
+    from autoupdate.registry import build
+    from autoupdate.wiring import Deps
+    if pyslurm_wm.available():
+        pytest.skip("pyslurm is installed here")
+    settings = parse_config({"cluster": {"backend": "pyslurm"}, "repository": {"url": str(tmp_path)}})
+    with pytest.raises(WorkloadManagerError) as exc:
+        build("workload_manager", "pyslurm", settings, Deps(settings))
+    assert "pyslurm cannot be imported" in str(exc.value) and "cluster.backend" in str(exc.value)
+
+
+def test_slurm_backend_from_settings(tmp_path):
+    from autoupdate.config import parse_config
+    from autoupdate.wiring import Deps
+    settings = parse_config({"cluster": {"backend": "slurm", "slurm": {
+        "slurm_conf": "/x/slurm.conf", "use_json": "no", "reboot_nextstate": "RESUME"}},
+        "repository": {"url": str(tmp_path)}, "reboot": {"strategy": "slurm", "timeout": 77}})
+    deps = Deps(settings)
+    wm, rebooter = deps.workload_manager, deps.rebooter
+    assert isinstance(wm, SlurmWorkloadManager) and isinstance(rebooter, SlurmRebooter)
+    assert (wm.env, wm.use_json, wm.reboot_nextstate) == ({"SLURM_CONF": "/x/slurm.conf"}, "no", "RESUME")
+    assert rebooter.wm is wm and rebooter.timeout == 77

@@ -222,6 +222,13 @@ class FakeWM:
         self.calls.append(("reboot", tuple(nodes), reason))
 
 
+@pytest.mark.parametrize("check_boot_time,state", [(True, "in_progress"), (False, "done")])
+def test_rebooter_honours_verify_boot_time(check_boot_time, state):
+    snap = ClusterSnapshot(0, sp.nodes_from_json(read("rebootdown.sinfo.json")))
+    rec = _record("node001", 1795242660)  # the boot time it reports now: "not rebooted"
+    assert SlurmRebooter(FakeWM(), 60, check_boot_time).poll(rec, snap, now=1).state == state
+
+
 def test_rebooter_redrains_a_node_back_down():
     wm = FakeWM()
     snap = ClusterSnapshot(0, sp.nodes_from_json(read("rebootdown.sinfo.json")))

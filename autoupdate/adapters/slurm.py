@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 from datetime import datetime
 from typing import Sequence
 
@@ -163,9 +164,10 @@ class SlurmRebooter:
     does the work. Done when autoupdate.rebooting.booted() says the node is back; failed after
     reboot.timeout (measured from the start of the REBOOTING phase, record.since)."""
 
-    def __init__(self, wm: SlurmWorkloadManager, timeout: float):
+    def __init__(self, wm: SlurmWorkloadManager, timeout: float, check_boot_time: bool = True):
         self.wm = wm
         self.timeout = timeout
+        self.check_boot_time = check_boot_time  # verify.boot_time: a newer boot time is required
 
     @staticmethod
     def reason(record: NodeRecord) -> str:
@@ -178,7 +180,7 @@ class SlurmRebooter:
         self.wm.reboot([record.node], self.reason(record))
 
     def poll(self, record: NodeRecord, snapshot: ClusterSnapshot, now: float) -> RebootStatus:
-        why = booted(record, snapshot)
+        why = booted(record if self.check_boot_time else replace(record, boot_time_before=None), snapshot)
         if why is None:
             info = snapshot.nodes[record.node]
             if info.base is NodeBase.DOWN:
@@ -209,4 +211,4 @@ def rebooter_from_settings(settings, deps) -> SlurmRebooter:
     wm = deps.workload_manager
     if not isinstance(wm, SlurmWorkloadManager) and not hasattr(wm, "reboot"):
         raise WorkloadManagerError("reboot.strategy slurm needs cluster.backend slurm or pyslurm")
-    return SlurmRebooter(wm, settings.reboot.timeout)
+    return SlurmRebooter(wm, settings.reboot.timeout, check_boot_time=settings.verify.boot_time)

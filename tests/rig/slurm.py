@@ -327,6 +327,13 @@ class SlurmRig:
             return cur if all(cur.get(n) in states for n in nodes) else None
         return _wait(ready, timeout, f"{self.hostlist(nodes)} to be {sorted(states)}", interval=0.2)
 
+    def wait_rebooted(self, node: str, boot_time_before: str, timeout: float = 30.0) -> str:
+        """Until slurmctld shows a new BootTime (text, as node_info gives it) and the node IDLE."""
+        def back():
+            info = self.node_info(node)
+            return info.get("BootTime") != boot_time_before and info.get("State") == "IDLE" and info["BootTime"]
+        return _wait(back, timeout, f"{node} to come back with a new boot time", interval=0.2)
+
     # --- node control (also what a test BMC calls) --------------------------------------------
     def kill_slurmd(self, node: str) -> None:
         rp.stop_slurmd(self.dir, node, sig=signal.SIGKILL)
