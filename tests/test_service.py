@@ -363,3 +363,32 @@ def test_slack_outage_does_not_slow_a_rollout(tmp_path, slack_server, monkeypatc
         assert took < up * 1.5 + 2.0  # a blocking notifier would add >= 1 s per message (~10)
     for stop in (stop_up, stop_hung, stop_failing):
         assert stop < 5.0  # shutdown gives queued messages at most a bounded last chance
+
+
+def test_sigterm_waits_for_the_apply_in_progress_then_exits_0(tmp_path):
+    # A HOT change applied by a slow site command: SIGTERM arrives while it runs. The command
+    # is not killed; the process exits 0 only after it finished.
+    marker = tmp_path / "apply.log"
+    script = ("import sys, time; m = open(sys.argv[1], 'a'); m.write('start ' + sys.argv[2] + '\\n'); m.flush(); "
+              "time.sleep(2); m.write('end ' + sys.argv[2] + '\\n')")
+    setup = Setup(tmp_path, apply={"backend": "command", "command": [sys.executable, "-c", script, str(marker), "{node}"],
+                                   "timeout": 60},
+                  nodes={"canaries": "", "whitelist": "node[01-02]"},
+                  rollout={"canary_count": 0, "soak_seconds": 0, "max_unavailable": "50%"})
+    Service(load_config(setup.config_path), str(setup.config_path)).run(exit_when_done=True, max_seconds=20)
+    setup.commit("roles/motd/tasks/main.yml", "motd 2\n", "hot change")
+    proc = start_daemon(setup, {}, "--max-seconds", "60")
+    try:
+        wait_until(lambda: marker.exists() and "start" in marker.read_text(), 30, what="apply started")
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 0, out[-2000:]
+    lines = marker.read_text().splitlines()
+    started = [ln for ln in lines if ln.startswith("start")]
+    ended = [ln for ln in lines if ln.startswith("end")]
+    assert started and len(ended) == len(started), lines  # every apply that began, finished
+    assert "finishing the step in progress" in out
