@@ -170,22 +170,26 @@ class ClusterSnapshot:
     reservations: tuple[Reservation, ...] = ()
 
     def __post_init__(self) -> None:
+        # Indexes built once per snapshot: the planner asks about every node every tick.
         by_node: dict[str, list[Job]] = {}
+        idle_at: dict[str, float] = {}
         for job in self.jobs:
             for n in job.nodes:
                 by_node.setdefault(n, []).append(job)
+                if job.end_time > idle_at.get(n, self.taken_at):
+                    idle_at[n] = job.end_time
         object.__setattr__(self, "_jobs_by_node", by_node)
+        object.__setattr__(self, "_idle_at", idle_at)
 
     def jobs_on(self, node: str) -> list[Job]:
         return self._jobs_by_node.get(node, [])  # type: ignore[attr-defined]
 
     def busy(self, node: str) -> bool:
-        return bool(self.jobs_on(node))
+        return node in self._jobs_by_node  # type: ignore[attr-defined]
 
     def idle_at(self, node: str) -> float:
-        """When the node is expected to be empty (now if it is)."""
-        jobs = self.jobs_on(node)
-        return max((j.end_time for j in jobs), default=self.taken_at)
+        """When the node is expected to be empty (now if it is; overdue jobs: now)."""
+        return self._idle_at.get(node, self.taken_at)  # type: ignore[attr-defined]
 
     def foreign_reservations(self, node: str) -> list[Reservation]:
         """Someone else's reservations holding this node now."""

@@ -1,9 +1,8 @@
 """Which waiting nodes start next: idle ones first, then those whose jobs end soonest."""
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 from ..model import ChangeClass, ClusterSnapshot, NodeRecord
 from ..safety import Budget
@@ -31,10 +30,11 @@ def _single(rec: NodeRecord) -> tuple[list[NodeRecord], str]:
     return [rec], ""
 
 
-def fits(budget: Budget, counts: Counter) -> bool:
+def fits(budget: Budget, counts: Mapping[str, int]) -> bool:
     """Room for `count` more nodes out in each partition. A group larger than a partition's
     whole budget (a hypervisor's VMs) may go only when nothing else there is out."""
-    return all(budget.room_for([p], c) or (c > budget.limits.get(p, 0) and not budget.used.get(p, 0))
+    used, limits = budget.used, budget.limits
+    return all(used.get(p, 0) + c <= limits.get(p, 0) or (c > limits.get(p, 0) and not used.get(p, 0))
                for p, c in counts.items())
 
 
@@ -58,10 +58,13 @@ def select(candidates: Sequence[NodeRecord], snapshot: ClusterSnapshot, budget: 
         why = why or next((w for w in map(gate, members) if w), None)
         if not why and max_in_flight and in_flight + len(members) > max_in_flight:
             why = f"max_in_flight ({max_in_flight}) reached"
-        counts = Counter(p for m in members if m.klass == ChangeClass.DRAIN
-                         for p in snapshot.nodes[m.node].partitions)
+        counts: dict[str, int] = {}
+        for m in members:
+            if m.klass == ChangeClass.DRAIN:
+                for p in snapshot.nodes[m.node].partitions:
+                    counts[p] = counts.get(p, 0) + 1
         if not why and not fits(budget, counts):
-            full = [p for p, c in counts.items() if not fits(budget, Counter({p: c}))]
+            full = [p for p, c in counts.items() if not fits(budget, {p: c})]
             why = f"capacity budget full in {','.join(full)}"
         if why:
             sel.waiting.update({m.node: why for m in members})
