@@ -191,7 +191,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
         from .progress import duration
         p, eta = data["progress"], data["progress"]["eta_seconds"]
         t.add_row("progress", f"{p['finished']}/{p['total']} finished, {p['in_flight']} in flight, "
-                  f"{p['failed']} failed; ETA " + ("-" if eta is None else duration(eta)))
+                  f"{p['failed']} failed; ETA " + ("-" if eta is None or p["finished"] >= p["total"] else duration(eta)))
     for klass, w in data.get("windows", {}).items():
         t.add_row(f"{klass} window", w["state"])
     for node, err in data["failed"]:
