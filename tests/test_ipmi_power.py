@@ -169,6 +169,26 @@ def test_secret_in_a_worker_message_is_redacted():
     assert SECRET not in repr(pc.credentials)
 
 
+@pytest.mark.parametrize("stdout, rc, expect", [
+    ('pyghmi says hello\n{"ok": true, "results": ["off"]}\n', 0, "off"),
+    ("", 1, "IPMI worker failed"),
+    ("Traceback ... password=%s\n" % SECRET, 1, "IPMI worker failed"),
+])
+def test_worker_output_is_read_robustly(stdout, rc, expect):
+    from autoupdate import proc
+
+    def fake_run(argv, timeout, input):
+        return proc.Result(tuple(argv), rc, stdout, "", 0.1)
+
+    pc = IpmiPowerController(Credentials("admin", SECRET), run=fake_run)
+    if expect == "off":
+        assert pc.power_state("nY") == "off"
+    else:
+        with pytest.raises(PowerError, match=expect) as err:
+            pc.power_state("nY")
+        assert SECRET not in str(err.value) and str(err.value).startswith("nY: BMC nY-bmc:623")
+
+
 def test_many_bmcs_at_once_one_dead_does_not_hold_up_the_others(bmcs):
     """Three silent BMCs and three good ones, deadline 4 s: concurrently well under 3 x 4 s."""
     for n in ("n1", "n3", "n5"):

@@ -194,8 +194,9 @@ class IpmiPowerController:
         return answer["results"]
 
     def _answer(self, result: proc.Result) -> dict:
+        lines = result.stdout.strip().splitlines()
         try:
-            answer = json.loads(result.stdout)
+            answer = json.loads(lines[-1]) if lines else None  # the worker's answer is last
             if isinstance(answer, dict):
                 return answer
         except ValueError:

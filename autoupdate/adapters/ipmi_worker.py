@@ -94,7 +94,8 @@ def main() -> int:
     except Exception as exc:  # every failure becomes one line for the parent
         message = str(exc) or type(exc).__name__
         answer = {"ok": False, "stage": stage, "error": redact(message, secret)}
-    sys.stdout.write(json.dumps(answer))
+    # On a line of its own, last: pyghmi itself sometimes prints to stdout.
+    sys.stdout.write("\n" + json.dumps(answer) + "\n")
     sys.stdout.flush()
     os._exit(0)  # pyghmi's I/O thread is not a daemon thread: do not wait for it
 
