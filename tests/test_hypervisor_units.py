@@ -108,6 +108,27 @@ def test_vm_and_hypervisor_changes_in_one_rollout_reboot_each_vm_once(tmp_path):
     assert kit.cluster.stats.jobs_killed == 0
 
 
+def test_a_live_hypervisor_change_applies_without_draining_or_rebooting(tmp_path):
+    kit, rig = unit_kit(tmp_path, config={"detectors": [{"type": "path_rules", "rules": [
+        {"glob": "hv/*", "class": "hot", "nodes": "hv1"}]}]}, jobs={"n03": 600})
+    sha = kit.commit({"hv/tuned.conf": "2"}, "hypervisor tuning")
+    kit.run_until(all_done(kit, ["n03", "n04"]))
+    assert rig.applied == [("hv1",)] and rig.hv_reboots == [] and sum(rig.vm_reboots.values()) == 0
+    assert kit.running("n03") == sha and kit.cluster.nodes["n03"].job is not None  # job kept running
+
+
+def test_a_canary_vm_brings_its_siblings_into_the_canary_stage(tmp_path):
+    kit, rig = unit_kit(tmp_path, config={"nodes": {"hypervisors": {"hv1": "n[03-04]"},
+                                                    "canaries": "n03"}})
+    kit.commit({"hv/kvm.conf": "2"}, "hypervisor kernel")
+    assert kit.rollout_state() == "canary"
+    kit.step()
+    assert (kit.phase("n03"), kit.phase("n04")) == ("draining", "draining")
+    assert kit.store.record("n04").canary
+    kit.run_until(lambda: kit.rollout_state() == "done")
+    assert rig.hv_reboots == ["hv1"] and rig.vm_reboots == Counter({"n03": 1, "n04": 1})
+
+
 def test_a_hypervisor_hosting_an_unmanaged_vm_is_never_rebooted(tmp_path):
     kit, rig = unit_kit(tmp_path, config={"nodes": {"hypervisors": {"hv1": "n[03-04]"},
                                                     "whitelist": "n[01-03],hv1", "canaries": ""}})

@@ -116,6 +116,8 @@ class Units:
                 else:
                     mine = records.get(vm)
                     waiting.append(f"{vm} ({mine.phase.value if mine else 'no work'})")
+            if any(m.canary for m in members):  # a canary's siblings are canaries with it
+                members = [m if m.canary else replace(m, canary=True) for m in members]
             return members, (f"hypervisor {hv}: waiting for {', '.join(waiting)}" if waiting else "")
         return group
 
