@@ -52,7 +52,7 @@ ICONS = {
     "rollout.done": ":tada:", "rollout.halted": ":octagonal_sign:", "rollout.error": ":no_entry:",
     "node.failed": ":x:", "node.attempt_failed": ":warning:", "paused": ":double_vertical_bar:",
     "resumed": ":arrow_forward:", "config.rejected": ":no_entry_sign:", "config.reloaded": ":gear:",
-    "source.force_push": ":warning:", "source.error": ":warning:",
+    "source.force_push": ":warning:", "source.error": ":warning:", "rollout.progress": ":bar_chart:",
 }
 
 
@@ -196,8 +196,8 @@ class WebhookTransport:
 def format_event(event: Event, mention: str = "") -> str:
     icon = ICONS.get(event.kind, ":information_source:")
     text = f"{icon} {event.message}"
-    if event.kind == "rollout.detected" and event.target:
-        text = f"{icon} *New commit* `{event.target[:12]}`: {event.message}"
+    if event.kind == "rollout.detected":
+        text = f"{icon} *New commit* {event.message}"  # the message starts with the short sha
     if event.needs_human and mention:
         text = f"<!subteam^{mention}> {text}"
     return text
