@@ -1,7 +1,6 @@
 """Reboot strategies (ipmi, soft-then-hard) and the revision check, on in-memory fakes."""
 from __future__ import annotations
 
-import time
 
 import pytest
 

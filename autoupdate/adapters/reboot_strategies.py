@@ -23,7 +23,7 @@ import structlog
 
 from .. import proc
 from ..model import ClusterSnapshot, NodeRecord
-from ..ports import IN_PROGRESS, PowerError, RebootStatus
+from ..ports import IN_PROGRESS, RebootStatus
 from ..rebooting import booted
 from .basic import expand_argv
 
