@@ -268,6 +268,17 @@ def test_credentials_from_environment(file, environ, expect):
         assert (c.username, c.password) == expect
 
 
+@pytest.mark.parametrize("credentials_dir, error", [(True, None), (False, "CREDENTIALS_DIRECTORY")])
+def test_relative_credentials_file_is_a_systemd_credential(tmp_path, credentials_dir, error):
+    (tmp_path / "bmc-credentials").write_text("ops:pw\n")
+    environ = {"CREDENTIALS_DIRECTORY": str(tmp_path)} if credentials_dir else {}
+    if error:
+        with pytest.raises(CredentialsError, match=error):
+            load_credentials("bmc-credentials", "U", "P", environ=environ)
+    else:
+        assert load_credentials("bmc-credentials", "U", "P", environ=environ).username == "ops"
+
+
 def test_from_settings_and_registry(tmp_path, monkeypatch):
     from autoupdate.registry import build
     monkeypatch.setenv("MY_BMC_USER", "admin")

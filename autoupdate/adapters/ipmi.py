@@ -77,15 +77,22 @@ def load_credentials(file: str, username_env: str, password_env: str,
     environ = os.environ if environ is None else environ
     if file:
         path = Path(file)
+        if not path.is_absolute():  # systemd LoadCredential=: a name under $CREDENTIALS_DIRECTORY
+            base = environ.get("CREDENTIALS_DIRECTORY")
+            if not base:
+                raise CredentialsError(f"BMC credentials file {file!r} is relative but "
+                                       "$CREDENTIALS_DIRECTORY is not set (use an absolute path, "
+                                       "or systemd's LoadCredential=)")
+            path = Path(base) / path
         try:
             mode = path.stat().st_mode
             text = path.read_text()
         except OSError as exc:
-            raise CredentialsError(f"BMC credentials file {file}: cannot read: "
+            raise CredentialsError(f"BMC credentials file {path}: cannot read: "
                                    f"{exc.strerror or exc}") from None
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            log.warning("bmc credentials file readable by others; chmod 600 it", file=file)
-        return _parse_credentials(text, f"BMC credentials file {file}")
+            log.warning("bmc credentials file readable by others; chmod 600 it", file=str(path))
+        return _parse_credentials(text, f"BMC credentials file {path}")
     user, password = environ.get(username_env), environ.get(password_env)
     if not user or password is None:
         raise CredentialsError(f"BMC credentials: set power.credentials_file, or the environment "
