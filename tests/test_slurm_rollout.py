@@ -170,3 +170,32 @@ def test_pause_stops_new_drains_and_resume_continues(tmp_path, slurm_rig):
             kill(service)
     recs = h.records()
     assert all(recs[n].phase is NodePhase.DONE and rig.booted(n) == sha for n in rig.nodes)
+
+
+def test_reservation_strategy_lets_jobs_finish_and_removes_its_reservations(tmp_path, slurm_rig):
+    rig = slurm_rig
+    h = RolloutHarness(tmp_path, rig, nodes={"canaries": ""},
+                       rollout={"canary_count": 0, "max_unavailable": 4, "drain_strategy": "reservation",
+                                "reservation_seconds": 600})
+    h.baseline()
+    job = rig.submit(["sleep", "8"], nodes="node002", time_limit="1")
+    rig.wait_job(job, {"RUNNING"})
+    sha = h.commit("kernel/version", "7", "kernel")
+    seen: set[str] = set()
+    service = h.start()
+    try:
+        deadline = time.monotonic() + 90
+        while service.poll() is None and time.monotonic() < deadline:
+            out = rig.run(["scontrol", "-o", "show", "reservation"], check=False).stdout
+            seen |= {w.split("=", 1)[1] for w in out.split() if w.startswith("ReservationName=")}
+            time.sleep(0.3)
+        assert service.wait(30) == 0, h.tail()
+    finally:
+        if service.poll() is None:
+            kill(service)
+    assert rig.job_state(job) == "COMPLETED"
+    assert seen and all(name.startswith("autoupdate") for name in seen)  # it used reservations
+    assert "No reservations" in rig.scontrol("-o", "show", "reservation")  # and removed them all
+    recs = h.records()
+    assert all(recs[n].phase is NodePhase.DONE and rig.booted(n) == sha for n in rig.nodes)
+    rig.wait_nodes_state({"IDLE"}, timeout=15)
