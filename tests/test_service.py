@@ -360,7 +360,9 @@ def test_slack_outage_does_not_slow_a_rollout(tmp_path, slack_server, monkeypatc
     (Path(os.environ.get("AU_MEASURE_DIR", tmp_path)) / "slack-outage.json").write_text(json.dumps(result))
     assert posted_up >= 4  # Slack was really used when up
     for took in (hung, failing):
-        assert took < up * 1.5 + 2.0  # a blocking notifier would add >= 1 s per message (~10)
+        # Measured: up 3.4-3.6 s, Slack hanging or failing 3.4-3.7 s; a notifier that delivered
+        # in the engine's thread took 6.9 s with Slack hanging (1 s timeout per message).
+        assert took < up * 1.2 + 1.0
     for stop in (stop_up, stop_hung, stop_failing):
         assert stop < 5.0  # shutdown gives queued messages at most a bounded last chance
 
