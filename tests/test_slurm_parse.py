@@ -266,3 +266,14 @@ def test_text_reason_is_free_text(tail, reason, user, extra):
     info = sp.node_from_text(f"NodeName=n1 Arch=x86_64 OS=Linux 6.1 #1 SMP State=IDLE+DRAIN Partitions=a,b {tail}")
     assert (info.reason, info.reason_user, info.extra) == (reason, user, extra)
     assert info.partitions == ("a", "b") and info.describe() == "IDLE+DRAIN+DRAINED"
+
+
+def test_reservations_json_23_02_shape():
+    text = json.dumps({"reservations": [{
+        "name": "autoupdate-gpu01-3", "node_list": "gpu[01-02]", "flags": ["MAINT", "IGNORE_JOBS"],
+        "start_time": {"set": True, "number": 1000}, "end_time": {"set": True, "number": 4600},
+        "users": "root"}], "errors": []})
+    (r,) = sp.reservations_from_json(text)
+    assert (r.name, r.nodes, r.start_time, r.end_time, r.users) == \
+           ("autoupdate-gpu01-3", ("gpu01", "gpu02"), 1000, 4600, ("root",))
+    assert r.ours and "MAINT" in r.flags

@@ -101,8 +101,12 @@ class SlurmWorkloadManager:
                 nodes = sp.nodes_from_text(self._run("scontrol", "-o", "show", "node").stdout)
                 jobs = sp.jobs_from_text(self._run("squeue", "-h", "-t", sp.SQUEUE_STATES,
                                                    "-o", sp.SQUEUE_FORMAT).stdout, now)
-            reservations = sp.reservations_from_text(
-                self._run("scontrol", "-o", "show", "reservation").stdout)
+            if self.json_mode() and self.version >= (23, 2):
+                reservations = sp.reservations_from_json(
+                    self._run("scontrol", "--json", "show", "reservations").stdout)
+            else:  # 22.05 has no JSON form of reservations
+                reservations = sp.reservations_from_text(
+                    self._run("scontrol", "-o", "show", "reservation").stdout)
         except sp.SlurmParseError as exc:
             raise WorkloadManagerError(f"slurm: {exc}") from None
         unknown = {n: i.unknown_state for n, i in nodes.items() if i.unknown_state}
