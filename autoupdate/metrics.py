@@ -62,7 +62,7 @@ class Metrics:
 
     # --- updates ------------------------------------------------------------------------------
     def notify(self, event: Event) -> None:
-        if event.kind == "node.failed":
+        if event.kind in ("node.failed", "canary.failed"):
             self.failures.labels("final").inc(max(1, len(event.nodes)))
         elif event.kind == "node.attempt_failed":
             self.failures.labels("attempt").inc(max(1, len(event.nodes)))

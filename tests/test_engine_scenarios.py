@@ -65,6 +65,7 @@ def test_canary_failure_halts_and_leaves_it_drained_with_reason(tmp_path):
     assert all(kit.phase(n) in ("cancelled", None) for n in kit.cluster.nodes if n not in ("n01", "n02"))
     assert not any(kit.cluster.nodes[n].drained for n in kit.cluster.nodes if n != "n01")
     assert any(e.kind == "rollout.halted" and e.needs_human for e in kit.notified)
+    assert [e.nodes for e in kit.notified if e.kind == "canary.failed"] == [("n01",)]
 
 
 def test_retries_exhausted_leave_node_drained_with_reason_and_budget_halts(tmp_path):

@@ -399,7 +399,8 @@ class Engine:
             new = self._transition(rec, P.FAILED, now, why, attempts=attempts, last_error=error)
             if new.drained_by_us:
                 self._safe(lambda: self.wm.drain([rec.node], drain_reason(rec, why)), rec.node, "re-drain")
-            self.emit("node.failed", f"{rec.node}: {why}" + (" (left drained)" if new.drained_by_us else ""),
+            self.emit("canary.failed" if rec.canary else "node.failed",
+                      f"{rec.node}: {why}" + (" (left drained)" if new.drained_by_us else ""),
                       rollout_id=rec.rollout_id, target=rec.target, nodes=(rec.node,), needs_human=True)
             return
         delay = min(rs.retry_backoff_seconds * (2 ** (attempts - 1)), rs.retry_backoff_max_seconds)
@@ -770,7 +771,9 @@ class Engine:
         return not busy and (r is None or not r.state.active) and not self._work
 
     def shutdown(self) -> None:
-        self.executor.shutdown(wait=True)
+        """Wait for a tick or fetch still running (they hold the lock) and for background work."""
+        with self._lock:
+            self.executor.shutdown(wait=True)
 
 
 class _Pick(Future):
