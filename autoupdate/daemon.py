@@ -44,6 +44,18 @@ class Service:
         self._deadline: float | None = None
         self._reload = threading.Event()
         self._ticks = 0
+        # Jobs run in APScheduler's threads; the store closes only once none is running.
+        self._busy = threading.Lock()
+        self._stopping = threading.Event()
+
+    def _job(self, fn):
+        def guarded(*args):
+            if self._stopping.is_set():
+                return
+            with self._busy:
+                if not self._stopping.is_set():
+                    fn(*args)
+        return guarded
 
     # --- jobs ---------------------------------------------------------------------------------
     def _fetch_job(self) -> None:
@@ -94,9 +106,9 @@ class Service:
         self.engine.fetch()
         self.supervision.after_tick(self, self.engine.tick())
         self.supervision.started(self)
-        self.scheduler.add_job(self._fetch_job, "interval", seconds=self.settings.repository.fetch_interval,
+        self.scheduler.add_job(self._job(self._fetch_job), "interval", seconds=self.settings.repository.fetch_interval,
                                id="fetch", max_instances=1, coalesce=True)
-        self.scheduler.add_job(self._tick_job, "interval", seconds=c.poll_interval, id="tick",
+        self.scheduler.add_job(self._job(self._tick_job), "interval", seconds=c.poll_interval, id="tick",
                                max_instances=1, coalesce=True)
         self._schedule_drift_checks()
         self._install_signals()
@@ -104,16 +116,18 @@ class Service:
         try:
             self.scheduler.start()
         finally:
-            self.supervision.stopping(self)
-            self.engine.shutdown()
-            self.store.close()
+            self._stopping.set()
+            with self._busy:  # a job still finishing after shutdown(wait=False)
+                self.supervision.stopping(self)
+                self.engine.shutdown()
+                self.store.close()
         return self.exit_code
 
     def _schedule_drift_checks(self) -> None:
         """Detectors that find drift without a commit (ansible --check) run on their interval."""
         from .detect.ansible_check import check_drift, drift_detectors
         for i, det in enumerate(drift_detectors(self.deps.detectors)):
-            self.scheduler.add_job(self.engine.correct_drift, "interval", seconds=det.interval,
+            self.scheduler.add_job(self._job(self.engine.correct_drift), "interval", seconds=det.interval,
                                    args=[lambda sha, managed, det=det: check_drift(det, self.deps.source, sha, managed)],
                                    id=f"drift-{i}", max_instances=1, coalesce=True)
 

@@ -96,7 +96,8 @@ class Store:
         return cls(path)
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:  # never under a query running in another thread (sqlite would crash)
+            self._db.close()
 
     @contextmanager
     def batch(self) -> Iterator[None]:

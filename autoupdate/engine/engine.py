@@ -536,13 +536,16 @@ class Engine:
             elif rec.phase is P.VERIFYING:
                 self._verify(rec, snapshot)
             elif rec.phase is P.RESUMING:
-                if not info.drained:
+                held_by_us = info.drained_by_autoupdate or (
+                    info.base is NodeBase.DOWN and "NOT_RESPONDING" not in info.flags
+                    and info.reason.startswith(REASON_PREFIX))
+                if held_by_us:
+                    to_resume.append(rec)  # drained, or left DOWN by a reboot with our reason
+                elif not info.drained:
                     if rec.cancel_reason:
                         self._transition(rec, P.CANCELLED, now, "resumed, not updated", drained_by_us=False)
                     else:
                         self._finish(replace(rec, drained_by_us=False), now)
-                elif info.drained_by_autoupdate:
-                    to_resume.append(rec)
             elif rec.phase is P.RETRY_WAIT:
                 rollout = self.store.rollout(rec.rollout_id)
                 if rollout is not None and rollout.state is RolloutState.HALTED:
@@ -620,7 +623,8 @@ class Engine:
                 report.waiting[rec.node] = f"reboot held: {why}"
                 log.warning("reboot held", node=rec.node, why=why)
                 continue
-            rec = replace(rec, boot_time_before=info.boot_time)
+            # verify.boot_time: false (nodes whose boot time Slurm cannot see change) skips that test
+            rec = replace(rec, boot_time_before=info.boot_time if self.settings.verify.boot_time else None)
             self.store.save(rec, at=now)
             self._submit(rec, self.rebooter.start, rec, fresh)
 
