@@ -75,8 +75,14 @@ def harness(tmp: Path, rig, fleet, wrong_node: str = "-", **overrides) -> Rollou
     return RolloutHarness(tmp, rig, **config)
 
 
-def boot_seconds(rig, node: str) -> float:
-    return datetime.fromisoformat(rig.node_info(node)["BootTime"]).timestamp()
+def boot_seconds(rig, node: str, wait: float = 15.0) -> float:
+    """The node's BootTime (waits while a just-restarted slurmd has not registered yet)."""
+    deadline = time.monotonic() + wait
+    while True:
+        text = rig.node_info(node).get("BootTime", "None")
+        if text not in ("None", "") or time.monotonic() > deadline:
+            return datetime.fromisoformat(text).timestamp()
+        time.sleep(0.2)
 
 
 def assert_no_secret(h: RolloutHarness) -> None:
