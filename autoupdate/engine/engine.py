@@ -744,27 +744,22 @@ class Engine:
 
     # --- admin actions ------------------------------------------------------------------------
     def retry(self, nodes: Iterable[str]) -> list[str]:
-        """Failed nodes get a fresh set of attempts."""
-        done = []
-        with self._lock:
-            now = self.clock.now()
-            for n in nodes:
-                rec = self.store.record(n)
-                if rec is not None and rec.phase is P.FAILED:
-                    self._transition(rec, P.RETRY_WAIT, now, "retry asked by an admin", attempts=0,
-                                     next_attempt_at=now, canary=False)
-                    done.append(n)
-        return done
+        """Failed nodes get a fresh set of attempts, at once."""
+        return self._act_on_failed(nodes, P.RETRY_WAIT, "retry asked by an admin", attempts=0,
+                                   next_attempt_at=0.0, canary=False)
 
     def skip(self, nodes: Iterable[str]) -> list[str]:
         """Failed nodes are given up on for this commit; they stay as they are."""
+        return self._act_on_failed(nodes, P.SKIPPED, "skipped by an admin")
+
+    def _act_on_failed(self, nodes: Iterable[str], phase: NodePhase, message: str, **changes) -> list[str]:
         done = []
         with self._lock:
             now = self.clock.now()
             for n in nodes:
                 rec = self.store.record(n)
                 if rec is not None and rec.phase is P.FAILED:
-                    self._transition(rec, P.SKIPPED, now, "skipped by an admin")
+                    self._transition(rec, phase, now, message, **changes)
                     done.append(n)
         return done
 
