@@ -15,6 +15,7 @@ import json
 import os
 import stat
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -121,6 +122,8 @@ class IpmiPowerController:
         self.timeout = timeout
         self.concurrency = max(1, concurrency)
         self._run = run
+        # A limit for the whole process: reboot strategies call from the engine's worker threads.
+        self._slots = threading.BoundedSemaphore(self.concurrency)
 
     # --- the PowerController protocol ------------------------------------------------------
     def power_state(self, node: str) -> str:
@@ -182,7 +185,8 @@ class IpmiPowerController:
                         for o in ops)
         started = time.monotonic()
         try:
-            result = self._run(list(WORKER), timeout=self.timeout, input=request)
+            with self._slots:
+                result = self._run(list(WORKER), timeout=self.timeout, input=request)
         except proc.CommandError as exc:
             seconds = time.monotonic() - started
             log.warning("bmc call failed", node=node, ops=what, seconds=round(seconds, 2))
