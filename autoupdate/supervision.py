@@ -187,6 +187,8 @@ class Supervision:
         self.windows = Windows.from_settings(new)
         self.settings = new
         stale = [s for s in RESTART_SECTIONS if getattr(old, s, None) != getattr(new, s, None)]
+        if new.nodes.hypervisors and not old.nodes.hypervisors:  # the BMC hook is built at start
+            stale.append("nodes.hypervisors (the first hypervisors)")
         if stale:
             log.warning("configuration sections changed that need a restart", sections=stale)
             return f" (changes to {', '.join(stale)} take effect after a restart)"

@@ -260,3 +260,16 @@ def test_hypervisor_reboot_only_when_every_vm_is_drained_and_empty(snap_kw, refu
         r.start(records[0], snap)
         r.start(records[1], snap)  # rides on the same reboot
         assert reboots == ["hv1"]
+
+
+def test_a_reloaded_hypervisor_map_takes_effect(tmp_path):
+    from autoupdate.config import parse_config
+    both = {"detectors": [{"type": "path_rules", "rules": [{**HV_RULE, "nodes": "hv[1-2]"}]}]}
+    kit, rig = unit_kit(tmp_path, config=both, vms_of={"hv1": ["n03", "n04"], "hv2": ["n05", "n06"]})
+    data = kit.settings.model_dump(by_alias=True)
+    data["nodes"]["hypervisors"] = {"hv1": "n[03-04]", "hv2": "n[05-06]"}
+    kit.engine.reconfigure(parse_config(data))  # hv2 added live: without it, hv2 is no node of ours
+    kit.commit({"hv/kvm.conf": "2"}, "both hypervisors")
+    assert {n for n, r in kit.store.records().items() if not r.phase.terminal} == {"n03", "n04", "n05", "n06"}
+    kit.run_until(all_done(kit, ["n03", "n04", "n05", "n06"]))
+    assert sorted(rig.hv_reboots) == ["hv1", "hv2"] and kit.cluster.stats.jobs_killed == 0

@@ -105,6 +105,8 @@ class Engine:
         lists = SafetyLists.from_settings(settings.nodes)
         with self._lock:
             self.settings, self.lists = settings, lists
+            if self.units.remap(settings):
+                self._verdicts.clear()  # verdicts carry the old map's hypervisor classes
 
     # --- notifications ------------------------------------------------------------------------
     def emit(self, kind: str, message: str, **kw) -> None:

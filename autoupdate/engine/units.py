@@ -72,6 +72,13 @@ class Units:
         hypervisors = {hv: expand(vms) for hv, vms in deps.settings.nodes.hypervisors.items()}
         return cls(hypervisors, hypervisor_reboot(deps) if hypervisors else None)
 
+    def remap(self, settings) -> bool:
+        """Live reload of nodes.hypervisors; True if the map changed. Rebooting a hypervisor
+        needs the BMC hook built at start: a map that was empty then needs a restart for that."""
+        new = {hv: tuple(expand(vms)) for hv, vms in settings.nodes.hypervisors.items()}
+        changed, self.vms_of = new != self.vms_of, new
+        return changed
+
     def __bool__(self) -> bool:
         return bool(self.vms_of)
 
