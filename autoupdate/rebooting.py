@@ -4,9 +4,6 @@ from __future__ import annotations
 from .model import REASON_PREFIX, ClusterSnapshot, NodeBase, NodeInfo, NodeRecord
 
 
-BOOT_TIME_JITTER = 2.0  # seconds
-
-
 def down_after_reboot(info: NodeInfo) -> bool:
     """Slurm's `scontrol reboot nextstate=DOWN` leaves a node that came back DOWN (no DRAIN flag,
     slurmd answering) with the reboot's reason plus " : reboot complete": that is "back, held
@@ -29,7 +26,6 @@ def booted(record: NodeRecord, snapshot: ClusterSnapshot) -> str | None:
     if not info.responding and not down_after_reboot(info):
         return f"node not responding ({info.describe()})"
     before = record.boot_time_before
-    # Slurm derives BootTime from uptime: it jitters by a second with no reboot at all.
-    if before is not None and (info.boot_time is None or info.boot_time <= before + BOOT_TIME_JITTER):
+    if before is not None and (info.boot_time is None or info.boot_time <= before):
         return "boot time unchanged: the node has not rebooted"
     return None
