@@ -97,7 +97,8 @@ def test_image_manifest_change_rolled_out_through_warewulf(slurm_rig, tmp_path):
             {"node001": NEW, "node002": NEW, "node003": NEW, "node004": None}
         assert [n for n in nodes if rig.booted(n) == NEW] == ["node001", "node002", "node003"]
         assert rig.booted("node004") == "initial"  # never rebooted: not in the changed group
-        assert rig.node_states() == {n: "IDLE" for n in nodes}  # all resumed
+        # all resumed (a node resumed from DOWN shows NOT_RESPONDING for a moment: wait for IDLE)
+        rig.wait_nodes_state({"IDLE"}, nodes, timeout=30)
         rebooted = [line for line in rig.reboot_log()[earlier_reboots:] if "booted" in line]
         assert sorted(line.split()[1] for line in rebooted) == ["node001", "node002", "node003"]
         sets = [c for c in state["calls"] if c[:2] == ["node", "set"]]
