@@ -149,6 +149,27 @@ def test_soft_reboot_that_does_nothing_escalates_to_a_hard_reset():
     assert (status.state, status.message) == ("done", "back after the hard reset")
 
 
+def test_boot_time_jitter_is_no_soft_reboot_and_escalates():
+    clock, power, calls = FakeClock(), FakePower(), []
+    r = _soft(power, clock, calls)
+    rec = record()
+    r.start(rec, snap())
+    jitter = snap(boot=101.0)  # Slurm moved BootTime by a second: the node never went down
+    assert r.poll(rec, jitter, clock.t + 60).state == "in_progress"
+    assert "escalated to a hard reset" in r.poll(rec, jitter, clock.t + 300).message
+
+
+def test_a_quick_soft_reboot_seen_down_counts_even_with_a_close_boot_time():
+    clock, power, calls = FakeClock(), FakePower(), []
+    r = _soft(power, clock, calls)
+    rec = record()
+    r.start(rec, snap())
+    assert r.poll(rec, snap(flags=("DRAIN", "NOT_RESPONDING")), clock.t + 10).state == "in_progress"
+    status = r.poll(rec, snap(boot=101.0), clock.t + 20)
+    assert (status.state, status.message) == ("done", "back after the soft reboot")
+    assert power.calls == []
+
+
 def test_node_still_down_after_the_hard_reset_fails_the_attempt():
     clock, power, calls = FakeClock(), FakePower(), []
     r = _soft(power, clock, calls)

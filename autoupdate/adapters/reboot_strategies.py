@@ -36,6 +36,7 @@ class _Attempt:
     hard_at: float | None = None  # when the hard reset was asked for (soft-then-hard)
     hard: Future | None = None  # the hard reset in flight
     note: str = ""  # what the soft command said, for the failure message
+    went_down: bool = False  # the node was seen down, not responding or rebooting since
 
 
 class _BmcStrategy:
@@ -133,7 +134,14 @@ class SoftThenHardRebooter(_BmcStrategy):
         if attempt.hard is not None and attempt.hard.exception() is not None:
             error = attempt.hard.exception()
             return self._end(record, RebootStatus("failed", f"hard reset failed: {error}"))
+        info = snapshot.nodes.get(record.node)
+        if info is not None and (not info.responding or info.rebooting):
+            attempt.went_down = True
         why = booted(record, snapshot)
+        if why is None and attempt.hard_at is None and not attempt.went_down and not _clearly_rebooted(record, info):
+            # Slurm's BootTime jitters by a second with no reboot: a soft reboot that did nothing
+            # must not pass for one (it would skip the hard reset).
+            why = "boot time moved by no more than Slurm's jitter and the node was never seen down"
         if why is None:
             how = "hard reset" if attempt.hard_at is not None else "soft reboot"
             return self._end(record, RebootStatus("done", f"back after the {how}"))
@@ -150,6 +158,15 @@ class SoftThenHardRebooter(_BmcStrategy):
             return self._end(record, RebootStatus(
                 "failed", f"not back {self.hard_timeout:g}s after the hard reset: {why}"))
         return IN_PROGRESS
+
+
+BOOT_TIME_JITTER = 1.0  # seconds: BootTime comes from uptime and was seen to move by one
+
+
+def _clearly_rebooted(record: NodeRecord, info) -> bool:
+    before = record.boot_time_before
+    return before is None or (info is not None and info.boot_time is not None
+                              and info.boot_time > before + BOOT_TIME_JITTER)
 
 
 def _power(deps, strategy: str):
