@@ -475,6 +475,17 @@ class Engine:
         to_apply: dict[tuple[str, ChangeClass], list[NodeRecord]] = {}
         to_reboot: list[NodeRecord] = []
         released = self.units.released(records)  # hypervisor units whose VMs are all drained
+        rollouts: dict[int, Rollout | None] = {}  # looked up once per tick, not once per record
+
+        def start_apply(rec: NodeRecord) -> None:
+            """A drained node goes on to applying, unless its hypervisor unit still waits."""
+            held = self.units.held(rec, released)
+            if held:
+                report.waiting[rec.node] = held
+                return
+            rec = self._transition(rec, P.APPLYING, now)
+            to_apply.setdefault((rec.target, rec.klass), []).append(rec)
+
         for rec in records.values():
             if rec.phase.terminal or rec.node in self._work:
                 continue
@@ -504,13 +515,7 @@ class Engine:
                         to_drain.setdefault(drain_reason(rec), []).append(rec.node)
                 elif info.drained_by_autoupdate and not snapshot.busy(rec.node) \
                         and info.base in (NodeBase.IDLE, NodeBase.DOWN) and "COMPLETING" not in info.flags:
-                    rec = self._transition(rec, P.DRAINED, now, "empty")
-                    held = self.units.held(rec, released)
-                    if held:
-                        report.waiting[rec.node] = held
-                        continue
-                    rec = self._transition(rec, P.APPLYING, now)
-                    to_apply.setdefault((rec.target, rec.klass), []).append(rec)
+                    start_apply(self._transition(rec, P.DRAINED, now, "empty"))
                 elif not info.drained:
                     opens = self._slots.get(rec.node)
                     if opens is not None and (opens > now or snapshot.busy(rec.node)):
@@ -518,12 +523,7 @@ class Engine:
                     else:  # its slot is open (reservation strategy), or it lost our drain: (re)drain
                         to_drain.setdefault(drain_reason(rec), []).append(rec.node)
             elif rec.phase is P.DRAINED:
-                held = self.units.held(rec, released)
-                if held:
-                    report.waiting[rec.node] = held
-                    continue
-                rec = self._transition(rec, P.APPLYING, now)
-                to_apply.setdefault((rec.target, rec.klass), []).append(rec)
+                start_apply(rec)
             elif rec.phase is P.APPLYING:
                 to_apply.setdefault((rec.target, rec.klass), []).append(rec)
             elif rec.phase is P.REBOOTING:
@@ -549,7 +549,9 @@ class Engine:
                     else:
                         self._finish(replace(rec, drained_by_us=False), now)
             elif rec.phase is P.RETRY_WAIT:
-                rollout = self.store.rollout(rec.rollout_id)
+                if rec.rollout_id not in rollouts:
+                    rollouts[rec.rollout_id] = self.store.rollout(rec.rollout_id)
+                rollout = rollouts[rec.rollout_id]
                 if rollout is not None and rollout.state is RolloutState.HALTED:
                     self._transition(rec, P.FAILED, now, f"rollout halted: {rollout.reason}")
                 elif now >= rec.next_attempt_at and rollout is not None and rollout.state.active:
