@@ -173,13 +173,26 @@ class ClusterSnapshot:
         # Indexes built once per snapshot: the planner asks about every node every tick.
         by_node: dict[str, list[Job]] = {}
         idle_at: dict[str, float] = {}
+        now = self.taken_at
         for job in self.jobs:
+            end = job.end_time
             for n in job.nodes:
-                by_node.setdefault(n, []).append(job)
-                if job.end_time > idle_at.get(n, self.taken_at):
-                    idle_at[n] = job.end_time
+                held = by_node.get(n)
+                if held is None:
+                    by_node[n] = [job]
+                    if end > now:
+                        idle_at[n] = end
+                else:
+                    held.append(job)
+                    if end > idle_at.get(n, now):
+                        idle_at[n] = end
+        resv_by_node: dict[str, list[Reservation]] = {}
+        for r in self.reservations:
+            for n in r.nodes:
+                resv_by_node.setdefault(n, []).append(r)
         object.__setattr__(self, "_jobs_by_node", by_node)
         object.__setattr__(self, "_idle_at", idle_at)
+        object.__setattr__(self, "_resv_by_node", resv_by_node)
 
     def jobs_on(self, node: str) -> list[Job]:
         return self._jobs_by_node.get(node, [])  # type: ignore[attr-defined]
@@ -191,11 +204,14 @@ class ClusterSnapshot:
         """When the node is expected to be empty (now if it is; overdue jobs: now)."""
         return self._idle_at.get(node, self.taken_at)  # type: ignore[attr-defined]
 
+    def reservations_on(self, node: str) -> list[Reservation]:
+        """Every reservation naming this node (past, present or future)."""
+        return self._resv_by_node.get(node, [])  # type: ignore[attr-defined]
+
     def foreign_reservations(self, node: str) -> list[Reservation]:
         """Someone else's reservations holding this node now."""
         now = self.taken_at
-        return [r for r in self.reservations
-                if node in r.nodes and not r.ours and r.start_time <= now < r.end_time]
+        return [r for r in self.reservations_on(node) if not r.ours and r.start_time <= now < r.end_time]
 
 
 @dataclass(frozen=True)

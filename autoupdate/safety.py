@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from .config import NodeLists, RolloutSettings
-from .model import ChangeClass, ClusterSnapshot, NodeInfo, NodePhase, NodeRecord
+from .model import ChangeClass, ClusterSnapshot, NodeBase, NodeInfo, NodePhase, NodeRecord
 from .nodeset import expand, fold
 
 
@@ -60,15 +60,18 @@ def held_by_others(info: NodeInfo | None, snapshot: ClusterSnapshot) -> str | No
         return "not known to the workload manager"
     if not info.state_known:
         return f"state unknown ({info.unknown_state or info.describe()}): not touching it"
+    reservations = snapshot.reservations_on(info.name)
+    if not info.flags and not reservations and info.base is not NodeBase.DOWN:
+        return None  # the common case, asked for every candidate every tick
     if info.drained and not info.drained_by_autoupdate:
         who = f" by {info.reason_user}" if info.reason_user else ""
         return f"drained{who}: {info.reason or 'no reason given'}"
-    if info.base.value == "down" or "NOT_RESPONDING" in info.flags:
+    if info.base is NodeBase.DOWN or "NOT_RESPONDING" in info.flags:
         return f"down: {info.reason or info.describe()}"
     foreign = snapshot.foreign_reservations(info.name)
     if foreign:
         return f"in reservation {','.join(r.name for r in foreign)}"
-    ours = any(r.ours and info.name in r.nodes for r in snapshot.reservations)
+    ours = any(r.ours for r in reservations)
     if {"MAINTENANCE", "RESERVED"} & info.flags and not ours:
         return "reserved by someone else"
     if info.rebooting and not info.drained_by_autoupdate:
@@ -93,7 +96,7 @@ def slot_starts(snapshot: ClusterSnapshot) -> dict[str, float]:
             if r.ours and len(r.nodes) == 1 and r.name == f"autoupdate-{r.nodes[0]}"}
 
 
-def waiting_for_slot(info: NodeInfo | None, record: NodeRecord | None, slots: dict[str, float],
+def waiting_for_slot(info: NodeInfo | None, record: NodeRecord | None, slots: Mapping[str, float],
                      now: float) -> bool:
     """Draining by reservation, slot not yet open, not drained: the node is still in service
     (jobs run on it until its slot), so it does not count against the budget."""
@@ -110,13 +113,16 @@ class Budget:
 
     @classmethod
     def compute(cls, rollout: RolloutSettings, snapshot: ClusterSnapshot,
-                records: Mapping[str, NodeRecord]) -> "Budget":
+                records: Mapping[str, NodeRecord], slots: Mapping[str, float] | None = None) -> "Budget":
+        """`slots`: slot_starts(snapshot), when the caller has it already."""
         sizes: dict[str, int] = {}
         used: dict[str, int] = {}
-        slots = slot_starts(snapshot)
+        if slots is None:
+            slots = slot_starts(snapshot)
+        now = snapshot.taken_at
         for name, info in snapshot.nodes.items():
-            out = out_of_service(info, records.get(name)) and not waiting_for_slot(info, records.get(name), slots,
-                                                                                  snapshot.taken_at)
+            rec = records.get(name)
+            out = out_of_service(info, rec) and not waiting_for_slot(info, rec, slots, now)
             for p in info.partitions:
                 sizes[p] = sizes.get(p, 0) + 1
                 if out:

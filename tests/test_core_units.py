@@ -95,6 +95,10 @@ def snap(*infos, jobs=(), res=(), at=1000.0):
     (info("n1"), (Reservation("maint_x", ("n1",), 0, 5000),), "in reservation maint_x"),
     (info("n1"), (Reservation("autoupdate-n1", ("n1",), 0, 5000),), None),
     (info("n1"), (Reservation("later", ("n1",), 3000, 5000),), None),
+    (info("n1"), (Reservation("maint_y", ("n2", "n1"), 0, 5000),), "in reservation maint_y"),
+    (info("n1"), (Reservation("maint_z", ("n2",), 0, 5000),), None),
+    (info("n1", flags={"MAINTENANCE"}), (Reservation("autoupdate-n1", ("n1",), 0, 5000),), None),
+    (info("n1", flags={"MAINTENANCE"}), (Reservation("autoupdate-n2", ("n2",), 0, 5000),), "reserved by someone"),
     (info("n1", flags={"MAINTENANCE"}), (), "reserved by someone else"),
     (info("n1", flags={"POWERED_DOWN"}), (), "powered down"),
 ])

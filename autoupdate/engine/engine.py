@@ -641,7 +641,7 @@ class Engine:
                    and (not r.action_done or r.node in self._slots)]
         if not pending and not slotted:
             return
-        budget = Budget.compute(self.settings.rollout, snapshot, records)
+        budget = Budget.compute(self.settings.rollout, snapshot, records, self._slots)
         in_flight = sum(1 for r in records.values() if r.phase in IN_FLIGHT)
 
         def gate(rec: NodeRecord) -> str | None:

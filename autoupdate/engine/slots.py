@@ -82,17 +82,17 @@ def plan(candidates: Sequence[NodeRecord], waiting: Sequence[NodeRecord], record
     units: dict[str, list[float]] = {}
     for p, limit in budget.limits.items():
         units[p] = [now] * max(0, limit)
+    ours: dict[str, int] = {}  # per partition: our nodes out now
     for n, r in records.items():
         if r.phase.out_of_service and r.klass >= ChangeClass.DRAIN and n not in future:
             for p in parts(n) if n in snapshot.nodes else ():
                 _occupy(units[p], max(now + horizon, slots.get(n, r.since) + length))
+                ours[p] = ours.get(p, 0) + 1
     for n, s in future.items():
         for p in parts(n):
             _occupy(units[p], s + length)
     for p, used in budget.used.items():  # out for other reasons: those units are gone
-        ours = sum(1 for n, r in records.items() if r.phase.out_of_service and r.klass >= ChangeClass.DRAIN
-                   and n in snapshot.nodes and p in parts(n) and n not in future)
-        for _ in range(max(0, used - ours)):
+        for _ in range(max(0, used - ours.get(p, 0))):
             if units[p]:
                 heapq.heappop(units[p])
     for rec in order(candidates, snapshot):

@@ -150,6 +150,8 @@ class SimCluster:
         self.free_cores = 0
         self._oos: set[str] = set()
         self._busy_cores = 0
+        self._infos: dict[str, NodeInfo] = {}  # node views for snapshots; dropped when the node changes
+        self._views: dict[str, Job] = {}  # running jobs as snapshots show them
         self._dirty = True
         self.unreadable = False  # tests: make snapshot() fail like an unreachable slurmctld
         self.calls = 0
@@ -223,6 +225,7 @@ class SimCluster:
     def start_job(self, job: SimJob, alloc: dict[str, int], t: float) -> None:
         job.start, job.nodes, job.alloc = t, tuple(alloc), dict(alloc)
         dict.__setitem__(self.jobs, job.job_id, job)
+        self._views[job.job_id] = job.view()
         for n, c in alloc.items():
             node = self.nodes[n]
             node.jobs[job.job_id] = c
@@ -244,6 +247,7 @@ class SimCluster:
             node.used = sum(node.jobs.values())
             self._refresh(node)
         self._busy_cores += sum(job.alloc.values())
+        self._views[job.job_id] = job.view()
         self._push(job.end, "end", job.job_id)
 
     def _schedule(self, t: float) -> None:
@@ -311,6 +315,7 @@ class SimCluster:
         if free > 0:
             self._avail[node.name] = free
         self.free_cores += free - old
+        self._infos.pop(node.name, None)
         out = self._out_of_service(node)
         if out != (node.name in self._oos):
             (self._oos.add if out else self._oos.discard)(node.name)
@@ -329,6 +334,7 @@ class SimCluster:
 
     def _end_job(self, job: SimJob, t: float) -> None:
         dict.__delitem__(self.jobs, job.job_id)
+        self._views.pop(job.job_id, None)
         self._busy_cores -= sum(job.alloc.values())
         for n, c in job.alloc.items():
             node = self.nodes[n]
@@ -343,6 +349,7 @@ class SimCluster:
         for job_id in list(node.jobs):  # would kill a job: count it, the tests assert it never happens
             job = self.jobs[job_id]
             dict.__delitem__(self.jobs, job_id)
+            self._views.pop(job_id, None)
             job.killed = True
             self.stats.jobs_killed += 1
             self._busy_cores -= sum(job.alloc.values())
@@ -374,9 +381,13 @@ class SimCluster:
                 raise WorkloadManagerError("simulated slurmctld is not answering")
             now = self.clock.now()
             self._advance(now)
-            infos = {n.name: self._info(n) for n in self.nodes.values()}
-            jobs = tuple(j.view() for j in self.jobs.values())
-            return ClusterSnapshot(taken_at=now, nodes=infos, jobs=jobs,
+            cache = self._infos
+            if len(cache) < len(self.nodes):  # rebuild only the nodes that changed since the last one
+                for n in self.nodes.values():
+                    if n.name not in cache:
+                        cache[n.name] = self._info(n)
+            infos = {n: cache[n] for n in self.nodes}
+            return ClusterSnapshot(taken_at=now, nodes=infos, jobs=tuple(self._views.values()),
                                    reservations=tuple(self.reservations.values()))
 
     def _info(self, n: SimNode) -> NodeInfo:
@@ -486,6 +497,7 @@ class SimCluster:
                 n.staged = revision
                 if live:
                     n.running = revision
+                    self._infos.pop(n.name, None)
 
 
 class Workload:
