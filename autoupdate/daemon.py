@@ -4,13 +4,14 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import structlog
 from apscheduler.schedulers.blocking import BlockingScheduler
 
 from .config import ConfigError, Settings, load_config
-from .engine.engine import Engine
+from .engine.engine import WAKE_DELAY, Engine
 from .model import RolloutState
 from .safety import SafetyError
 from .store import Store
@@ -39,6 +40,7 @@ class Service:
         self.supervision = Supervision(settings, config_path)
         self.engine = Engine.from_deps(self.deps, self.store, window_gate=self.supervision.window_gate)
         self.scheduler = BlockingScheduler()
+        self.engine.wake = self._wake
         self.exit_code = EXIT_OK
         self._exit_when_done = False
         self._deadline: float | None = None
@@ -47,6 +49,7 @@ class Service:
         # Jobs run in APScheduler's threads; the store closes only once none is running.
         self._busy = threading.Lock()
         self._stopping = threading.Event()
+        self._wake_pending = threading.Event()
 
     def _job(self, fn):
         def guarded(*args):
@@ -80,6 +83,20 @@ class Service:
             log.info("--max-seconds reached: exiting")
             self.exit_code = 4
             self.scheduler.shutdown(wait=False)
+
+    def _wake(self) -> None:
+        """A node can move on now (work finished, a drain went through): one extra tick at once,
+        not a poll interval later. Wake-ups that come while one is pending are merged."""
+        if self._stopping.is_set() or self._wake_pending.is_set():  # (before start: runs at start)
+            return
+        self._wake_pending.set()
+        # One second later: a node that keeps waking the loop cannot make it hammer slurmctld.
+        self.scheduler.add_job(self._job(self._woken_tick), "date", misfire_grace_time=None,
+                               run_date=datetime.now(timezone.utc) + timedelta(seconds=WAKE_DELAY))
+
+    def _woken_tick(self) -> None:
+        self._wake_pending.clear()  # a wake-up during this tick schedules the next one
+        self._tick_job()
 
     def reload(self) -> bool:
         """Re-read the config file; an invalid one is rejected and the old one stays."""

@@ -331,3 +331,23 @@ def test_drift_found_without_a_commit_is_corrected_like_a_change(tmp_path):
     errors = lambda sha, managed: Verdict(sha, sha, {}, error="host n05 unreachable")  # noqa: E731
     assert kit.engine.correct_drift(errors) is None
     assert any(e.kind == "drift.error" and "unreachable" in e.message for e in kit.notified)
+
+
+@pytest.mark.parametrize("wake_fails", [False, True])
+def test_each_step_that_lets_a_node_move_on_wakes_the_loop_and_a_failing_wake_changes_nothing(tmp_path, wake_fails):
+    kit = Kit(tmp_path)
+    kit.engine.fetch()
+    wakes: list[str] = []
+
+    def wake():
+        wakes.append(kit.phase("n01") or "")
+        if wake_fails:
+            raise RuntimeError("scheduler gone")
+
+    kit.engine.wake = wake
+    target = kit.commit({"drain/k": "2"})
+    kit.run_until(lambda: all_done(kit, target))
+    assert kit.cluster.stats.jobs_killed == 0
+    # drain issued, apply finished, reboot issued, verification finished, resume issued
+    for phase in ("draining", "applying", "rebooting", "verifying", "resuming"):
+        assert phase in wakes, (phase, wakes)

@@ -20,6 +20,7 @@ from autoupdate.config import load_config
 from autoupdate.daemon import Service
 from autoupdate.model import NodePhase, RolloutState
 from autoupdate.ports import WorkloadManagerError
+from autoupdate.store import Store
 from rig.service import Setup, free_port, wait_until
 from rig.slack_server import TOKEN, FakeSlack
 
@@ -322,10 +323,32 @@ def test_metrics_scraped_during_a_rollout(tmp_path):
     assert last["autoupdate_paused"] == 0
 
 
+def test_finished_work_wakes_the_loop_before_the_next_poll(tmp_path):
+    # poll_interval 30 s: the DRAIN rollout of 2 idle nodes (drain, apply, reboot, verify, resume)
+    # can end within seconds only if each finished step wakes the loop at once.
+    sim = {"partitions": {"batch": "node[01-04]"}, "reboot_seconds": 60, "job_seconds": [60, 600],
+           "jobs_per_node": 0, "speed": 300, "seed": 7}
+    setup = Setup(tmp_path, cluster={"backend": "sim", "sim": sim}, nodes={"canaries": "", "whitelist": "node[01-02]"},
+                  rollout={"canary_count": 0, "soak_seconds": 0, "max_unavailable": "100%"})
+    Service(load_config(setup.config_path), str(setup.config_path)).run(exit_when_done=True, max_seconds=20)
+    setup.write_config(setup.changed(control={"poll_interval": 30}))
+    setup.commit(KERNEL, "kernel 6\n")
+    service = Service(load_config(setup.config_path), str(setup.config_path))
+    started = time.monotonic()
+    code = service.run(exit_when_done=True, max_seconds=25)
+    took = time.monotonic() - started
+    assert code == 0, "the rollout did not finish before the first 30 s poll"
+    assert took < 20
+    reader = Store.open_readonly(tmp_path / "state" / "state.db")
+    try:
+        assert {n: r.phase for n, r in reader.records().items()} == {"node01": NodePhase.DONE, "node02": NodePhase.DONE}
+    finally:
+        reader.close()
+
+
 def rollout_seconds(root: Path, slack: FakeSlack, down: str) -> tuple[float, float]:
     """(seconds from start until the rollout is DONE, seconds from then until the process loop
     returned: the bounded last chance given to queued notifications)."""
-    from autoupdate.store import Store
     setup = Setup(root, notify={"log": False, **slack_section(slack)})
     Service(load_config(setup.config_path), str(setup.config_path)).run(exit_when_done=True, max_seconds=20)
     setup.commit(KERNEL, "kernel 6\n")

@@ -64,6 +64,9 @@ class TickReport:
     held: dict[str, str] = field(default_factory=dict)  # node -> why someone else holds it
 
 
+WAKE_DELAY = 1.0  # seconds from a wake-up (work done, drain issued) to the service's extra tick
+
+
 class Engine:
     def __init__(self, settings: Settings, store: Store, *, workload_manager, source, detectors,
                  applier, rebooter, checks=(), notifiers=(), clock, executor=None,
@@ -89,6 +92,9 @@ class Engine:
         self.last_report: TickReport | None = None
         self._slots: dict[str, float] = {}  # node -> our maintenance reservation's start
         self.head: Revision | None = None
+        # Called when a node can move on before the next poll (background work finished, a drain
+        # went through): the service ticks again at once instead of a poll interval later.
+        self.wake: Callable[[], None] = lambda: None
         # Hypervisor units (nodes.hypervisors; see units.py): VMs drained, applied, rebooted together.
         (units if units is not None else Units.from_settings(settings)).attach(self, applier, rebooter)
 
@@ -421,7 +427,15 @@ class Engine:
 
     # --- background work (apply, reboot start, verification) ----------------------------------
     def _submit(self, rec: NodeRecord, fn: Callable, *args) -> None:
-        self._work[rec.node] = (rec.phase, self.executor.submit(fn, *args))
+        fut = self.executor.submit(fn, *args)
+        self._work[rec.node] = (rec.phase, fut)
+        fut.add_done_callback(self._woken)
+
+    def _woken(self, _fut: Future | None = None) -> None:
+        try:
+            self.wake()
+        except Exception as exc:  # a wake-up is an optimisation: never let it break the work
+            log.warning("wake-up failed", error=str(exc))
 
     def _collect_work(self, records: Mapping[str, NodeRecord], snapshot: ClusterSnapshot, now: float) -> None:
         for node, (phase, fut) in list(self._work.items()):
@@ -585,11 +599,13 @@ class Engine:
                 rec = self.store.record(n)
                 if rec is not None and rec.phase is P.DRAINING:
                     self._mark_done(rec, now)
+            self._woken()  # empty nodes are drained at once: the next tick moves them on
 
     def _do_resumes(self, recs: list[NodeRecord], now: float) -> None:
         if recs:
             nodes = [r.node for r in recs]
-            self._safe(lambda: self.wm.resume(nodes), fold(nodes), "resume")
+            if self._safe(lambda: self.wm.resume(nodes), fold(nodes), "resume"):
+                self._woken()  # the next tick sees them back in service and finishes them
 
     def _do_applies(self, batches: dict[tuple[str, ChangeClass], list[NodeRecord]]) -> None:
         for (target, klass), recs in batches.items():
@@ -599,6 +615,7 @@ class Engine:
             fut = self.executor.submit(self.applier.apply, nodes, revision, klass, actions)
             for r in recs:
                 self._work[r.node] = (P.APPLYING, _Pick(fut, r.node))
+            fut.add_done_callback(self._woken)
 
     def _revision(self, sha: str) -> Revision:
         try:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import parse_config
-from ..engine.engine import Engine, InlineExecutor
+from ..engine.engine import WAKE_DELAY, Engine, InlineExecutor
 from ..model import NodePhase, Revision, RolloutState
 from ..nodeset import fold
 from ..store import Store
@@ -204,8 +204,12 @@ class AutoupdateStrategy:
             engine.fetch()  # baseline: what the nodes run
             source.head = NEW
             engine.fetch()  # the fix: a DRAIN rollout of every node
+            woken = []
+            engine.wake = lambda: woken.append(True)  # as the service does: one extra tick WAKE_DELAY later
             t0 = clock.now()
+            state = None
             while True:
+                woken.clear()
                 engine.tick()
                 self.ticks += 1
                 rollout = store.latest_rollout()
@@ -213,7 +217,13 @@ class AutoupdateStrategy:
                     break
                 if clock.now() - t0 > 400 * 86400:
                     raise RuntimeError("autoupdate did not finish within 400 simulated days")
-                clock.advance(self._next_tick(engine, store, cluster, clock, rollout, t0, p) - clock.now())
+                at = self._next_tick(engine, store, cluster, clock, rollout, t0, p)
+                if rollout.state is not state:  # e.g. the soak ended: waiting nodes may start at the next tick
+                    state = rollout.state
+                    at = min(at, t0 + ((clock.now() - t0) // p.tick_seconds + 1) * p.tick_seconds)
+                if woken:
+                    at = min(at, clock.now() + WAKE_DELAY)
+                clock.advance(at - clock.now())
             store.close()
             if rollout.state is not RolloutState.DONE:
                 raise RuntimeError(f"rollout ended {rollout.state.value}: {rollout.reason}")
@@ -232,17 +242,18 @@ class AutoupdateStrategy:
             node = cluster.nodes[r.node]
             return not r.action_done or (node.drained and not node.jobs) or slots.get(r.node, now + 1) <= now
 
+        grid = t0 + ((now - t0) // tick + 1) * tick  # the next poll tick (wake-up ticks fall between)
         if engine._work or any(active(r) for r in records):
-            return now + tick
+            return grid
         wake = [t for t in (cluster.next_event_time(),) if t is not None]
         if rollout.state is RolloutState.SOAK:
             wake.append(rollout.soak_until)
         # A slot about to open is checked against the budget first (slots.plan's horizon).
         wake += [s - 2 * tick for s in slots.values() if s - 2 * tick > now]
         if not wake:
-            return now + tick
+            return grid
         at = t0 + -(-(min(wake) - t0) // tick) * tick  # the first tick at or after it
-        return at if at > now else now + tick
+        return at if at > now else grid
 
 
 def all_strategies() -> list:
