@@ -11,6 +11,7 @@ the budget is full (a reboot ran long) is pushed back.
 """
 from __future__ import annotations
 
+import bisect
 import heapq
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
@@ -68,15 +69,44 @@ def plan(candidates: Sequence[NodeRecord], waiting: Sequence[NodeRecord], record
         else:
             result.reserve[node] = future[node] = now + horizon + 1
             result.waiting[node] = "budget full when its slot opens: slot moved back"
-    # 2. Jobs ended early: pull the slot forward to now if nothing in [now, now+length) overflows.
-    for node in sorted(n for n, s in future.items() if s > now + horizon and not snapshot.busy(n)):
-        soon = [m for m, s in future.items() if m != node and s < now + length]
-        overlap = {p: out.get(p, 0) + sum(1 for m in soon if p in parts(m)) for p in parts(node)}
-        if all(c + 1 <= budget.limits.get(p, 0) for p, c in overlap.items()):
-            take(node)
-            del future[node]
-            result.reserve[node] = now
-            result.drain_now.append(node)
+    # 2. Jobs ended early: pull the slot forward to when the node is empty now (its jobs ended;
+    #    or the short ones Slurm started before the slot end sooner), if [t, t+length) has room.
+    movable = []  # (when the node is empty, node), for slots that could open sooner
+    for n, s in future.items():
+        if s > now + horizon:
+            t = max(now, snapshot.idle_at(n))
+            if t < s - horizon:
+                movable.append((t, n))
+    starts: dict[str, list[float]] = {p: [] for p in budget.limits}  # per partition, sorted
+    for n, s in future.items() if movable else ():
+        for p in parts(n):
+            starts.setdefault(p, []).append(s)
+    for lst in starts.values():
+        lst.sort()
+
+    def overlapping(p: str, t: float) -> int:
+        """Slots in partition p that overlap [t, t+length) (all slots are `length` long)."""
+        lst = starts[p]
+        return bisect.bisect_left(lst, t + length) - bisect.bisect_right(lst, t - length)
+
+    for t, node in sorted(movable):
+        s = future[node]
+        if t >= s - horizon or (t <= now and snapshot.busy(node)):
+            continue  # no longer sooner (an earlier move), or jobs overdue on it: leave it
+        ps = parts(node)
+        for p in ps:  # the node's own slot does not count against it
+            starts[p].pop(bisect.bisect_left(starts[p], s))
+        now_out = out if t < now + length else {}  # out now: assume out until one slot from now
+        if all(now_out.get(p, 0) + overlapping(p, t) + 1 <= budget.limits.get(p, 0) for p in ps):
+            s = future[node] = t
+            result.reserve[node] = t
+            if t <= now:
+                take(node)
+                del future[node]
+                result.drain_now.append(node)
+                continue
+        for p in ps:
+            bisect.insort(starts[p], s)
     # 3. New nodes: list scheduling on `limit` units per partition, each unit free from the end
     #    of what it holds (nodes out now: their expected return; slots: their end).
     units: dict[str, list[float]] = {}
