@@ -277,3 +277,17 @@ def test_reservations_json_23_02_shape():
     assert (r.name, r.nodes, r.start_time, r.end_time, r.users) == \
            ("autoupdate-gpu01-3", ("gpu01", "gpu02"), 1000, 4600, ("root",))
     assert r.ours and "MAINT" in r.flags
+
+
+def test_unknown_node_states_are_logged_when_they_change_not_every_tick():
+    from structlog.testing import capture_logs
+
+    from autoupdate.adapters.slurm import SlurmWorkloadManager
+    wm = SlurmWorkloadManager()
+    seen = [{"n1": "WEIRD"}, {"n1": "WEIRD"}, {"n1": "WEIRD", "n2": "ODD"}, {"n1": "WEIRD", "n2": "ODD"}, {}, {}]
+    with capture_logs() as logs:
+        for unknown in seen:
+            wm._note_unknown(unknown)
+    assert [(e["event"], e.get("nodes")) for e in logs] == [
+        ("unknown node states: not touched", "n1"), ("unknown node states: not touched", "n[1-2]"),
+        ("every node's state is known again", None)]

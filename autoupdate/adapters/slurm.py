@@ -54,6 +54,7 @@ class SlurmWorkloadManager:
         self.reservation_seconds = reservation_seconds
         self.clock = clock
         self._version: tuple[int, int] | None = None
+        self._unknown_seen: dict[str, str] = {}
 
     # --- running commands ----------------------------------------------------------------------
     def _argv(self, program: str, *args: str) -> list[str]:
@@ -109,10 +110,19 @@ class SlurmWorkloadManager:
                     self._run("scontrol", "-o", "show", "reservation").stdout)
         except sp.SlurmParseError as exc:
             raise WorkloadManagerError(f"slurm: {exc}") from None
-        unknown = {n: i.unknown_state for n, i in nodes.items() if i.unknown_state}
+        self._note_unknown({n: i.unknown_state for n, i in nodes.items() if i.unknown_state})
+        return ClusterSnapshot(taken_at=now, nodes=nodes, jobs=tuple(jobs), reservations=tuple(reservations))
+
+    def _note_unknown(self, unknown: dict[str, str]) -> None:
+        """Nodes in states autoupdate does not know (never touched): said when that changes, not
+        on every tick."""
+        if unknown == self._unknown_seen:
+            return
+        self._unknown_seen = unknown
         if unknown:
             log.warning("unknown node states: not touched", nodes=fold(unknown), states=sorted(set(unknown.values())))
-        return ClusterSnapshot(taken_at=now, nodes=nodes, jobs=tuple(jobs), reservations=tuple(reservations))
+        else:
+            log.info("every node's state is known again")
 
     # --- actions -------------------------------------------------------------------------------
     def drain(self, nodes: Sequence[str], reason: str) -> None:
