@@ -85,8 +85,9 @@ class Service:
             self.scheduler.shutdown(wait=False)
 
     def _wake(self) -> None:
-        """A node can move on now (work finished, a drain went through): one extra tick at once,
-        not a poll interval later. Wake-ups that come while one is pending are merged."""
+        """A node can move on now (work finished, a drain went through): one extra tick
+        WAKE_DELAY later, not a poll interval later. Wake-ups that come while one is pending are
+        merged."""
         if self._stopping.is_set() or self._wake_pending.is_set():  # (before start: runs at start)
             return
         self._wake_pending.set()

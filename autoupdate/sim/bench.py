@@ -235,10 +235,14 @@ def summarise(points: list[StartPoint], p: Params, nodes: int) -> list[dict]:
     return rows
 
 
+def budget_rounds(p: Params, nodes: int) -> int:
+    """Every node reboots once and at most budget_nodes reboot together."""
+    return math.ceil(nodes / p.budget_nodes(nodes))
+
+
 def budget_floor_h(p: Params, nodes: int) -> float:
-    """No strategy that keeps at most the budget out at once can finish sooner: every node
-    reboots once and at most budget_nodes reboot together."""
-    return math.ceil(nodes / p.budget_nodes(nodes)) * p.reboot_seconds / 3600
+    """No strategy that keeps at most the budget out at once can finish sooner."""
+    return budget_rounds(p, nodes) * p.reboot_seconds / 3600
 
 
 def _cell(value, key) -> str:
@@ -270,7 +274,7 @@ def targets(points: list[StartPoint], p: Params, nodes: int, ours: str = "autoup
         fastest = by(pt, "all at once").done_h
         if 1.5 * fastest < floor:
             out.append(f"start {pt.index}: all at once {fastest:.1f} h, but with a {p.budget:.0%} budget no "
-                       f"strategy can finish before {floor:.1f} h ({math.ceil(nodes / p.budget_nodes(nodes))} "
+                       f"strategy can finish before {floor:.1f} h ({budget_rounds(p, nodes)} "
                        f"rounds of one reboot); autoupdate {by(pt, ours).done_h:.1f} h "
                        f"= {by(pt, ours).done_h / floor:.2f}x that floor")
     feasible = [pt for pt in points if 1.5 * by(pt, "all at once").done_h >= floor]

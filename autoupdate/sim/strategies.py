@@ -220,7 +220,7 @@ class AutoupdateStrategy:
                 at = self._next_tick(engine, store, cluster, clock, rollout, t0, p)
                 if rollout.state is not state:  # e.g. the soak ended: waiting nodes may start at the next tick
                     state = rollout.state
-                    at = min(at, t0 + ((clock.now() - t0) // p.tick_seconds + 1) * p.tick_seconds)
+                    at = min(at, _next_poll(t0, clock.now(), p.tick_seconds))
                 if woken:
                     at = min(at, clock.now() + WAKE_DELAY)
                 clock.advance(at - clock.now())
@@ -242,7 +242,7 @@ class AutoupdateStrategy:
             node = cluster.nodes[r.node]
             return not r.action_done or (node.drained and not node.jobs) or slots.get(r.node, now + 1) <= now
 
-        grid = t0 + ((now - t0) // tick + 1) * tick  # the next poll tick (wake-up ticks fall between)
+        grid = _next_poll(t0, now, tick)
         if engine._work or any(active(r) for r in records):
             return grid
         wake = [t for t in (cluster.next_event_time(),) if t is not None]
@@ -254,6 +254,11 @@ class AutoupdateStrategy:
             return grid
         at = t0 + -(-(min(wake) - t0) // tick) * tick  # the first tick at or after it
         return at if at > now else grid
+
+
+def _next_poll(t0: float, now: float, tick: float) -> float:
+    """The service's next poll tick after `now` (wake-up ticks fall between polls)."""
+    return t0 + ((now - t0) // tick + 1) * tick
 
 
 def all_strategies() -> list:
