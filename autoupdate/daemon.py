@@ -38,7 +38,8 @@ class Service:
         self.store = Store(state_db(settings))
         # systemd, windows, live reload, progress, metrics: see supervision.py
         self.supervision = Supervision(settings, config_path)
-        self.engine = Engine.from_deps(self.deps, self.store, window_gate=self.supervision.window_gate)
+        self.engine = Engine.from_deps(self.deps, self.store, window_gate=self.supervision.window_gate,
+                                      window_opens=self.supervision.window_opens)
         self.scheduler = BlockingScheduler()
         self.engine.wake = self._wake
         self.exit_code = EXIT_OK

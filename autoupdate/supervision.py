@@ -68,6 +68,13 @@ class Supervision:
         except Exception as exc:  # noqa: BLE001 - cannot tell: the safe answer is "not now"
             return f"maintenance window check failed: {exc}"
 
+    def window_opens(self, klass: ChangeClass, now: float) -> float | None:
+        """When new work of `klass` may next start (None: cannot tell; the engine asks again)."""
+        try:
+            return self.windows.next_open(klass, now)
+        except Exception:  # noqa: BLE001 - the gate above reports the failure
+            return None
+
     # --- lifecycle ----------------------------------------------------------------------------
     def started(self, service: Any) -> None:
         """After the first fetch and tick: metrics endpoint, watchdog job, maybe READY."""

@@ -3,13 +3,17 @@ pulled forward, pushed back, or left alone. now = 1000 s, slots 900 s long, hori
 budget 2 per partition unless a case says otherwise."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
+from autoupdate.engine.rollout import waves_start
 from autoupdate.engine.slots import plan
-from autoupdate.model import ChangeClass as C, ClusterSnapshot, Job, NodeBase, NodeInfo, NodePhase as P, NodeRecord
+from autoupdate.model import (ChangeClass as C, ClusterSnapshot, Job, NodeBase, NodeInfo, NodePhase as P, NodeRecord,
+                              Rollout, RolloutState as R)
 from autoupdate.safety import Budget
 
-NOW, LENGTH, HORIZON = 1000.0, 900.0, 60.0
+NOW, LENGTH, HORIZON, SOAK = 1000.0, 900.0, 60.0, 600.0
 
 
 def snapshot(jobs: dict[str, float], nodes=("a", "b", "c", "d"), down=()):
@@ -56,3 +60,61 @@ def test_slot_plan(case, jobs, pending, slots, used, limit, reserve, drain_now):
     got = plan([records[n] for n in pending], waiting, records, snap, budget, slots, LENGTH, HORIZON)
     assert got.reserve == reserve, case
     assert sorted(got.drain_now) == drain_now, case
+
+
+HOLD = NOW + 3000  # e.g. when the canaries and their soak are through
+
+
+@pytest.mark.parametrize("case,jobs,pending,slots,held,limit,reserve", [
+    ("a held slot about to open is planned again from the end of its hold",
+     {}, [], {"a": NOW + 30}, ["a"], 2, {"a": HOLD}),
+    ("held slots planned again are spread over the budget",
+     {}, [], {"a": NOW + 30, "b": NOW + 40}, ["a", "b"], 1, {"a": HOLD, "b": HOLD + LENGTH}),
+    ("an open slot on an empty node not drained yet moves back too",
+     {}, [], {"a": NOW - 10}, ["a"], 2, {"a": HOLD}),
+    ("no budget at all: a held slot still moves out of the way",
+     {}, [], {"a": NOW + 30}, ["a"], 0, {"a": HOLD}),
+    ("a new held node's slot starts when the hold ends",
+     {}, ["a"], {}, ["a"], 2, {"a": HOLD}),
+    ("... or after its jobs, if they end later",
+     {"a": HOLD + 500}, ["a"], {}, ["a"], 2, {"a": HOLD + 500}),
+    ("a slot is pulled forward no further than the hold",
+     {}, [], {"a": NOW + 5000}, ["a"], 2, {"a": HOLD}),
+    ("a slot not held opens as planned",
+     {}, [], {"a": NOW + 30}, ["b"], 2, {}),
+])
+def test_slot_plan_with_holds(case, jobs, pending, slots, held, limit, reserve):
+    snap = snapshot(jobs)
+    waiting = [rec(n, P.DRAINING, done=True) for n in slots]
+    records = {r.node: r for r in [rec(n) for n in pending] + waiting}
+    got = plan([records[n] for n in pending], waiting, records, snap, Budget({"p": limit}, {}), slots, LENGTH,
+               HORIZON, hold=lambda r: (HOLD, "waiting for the canaries") if r.node in held else None)
+    assert got.reserve == reserve, case
+    assert got.drain_now == [], case
+    for n in held:
+        assert "waiting for the canaries" in got.waiting.get(n, "waiting for the canaries"), case
+
+
+def canary(node, phase, since=NOW - 100):
+    return replace(rec(node, phase), canary=True, since=since)
+
+
+@pytest.mark.parametrize("case,state,records,slots,expected", [
+    ("canary idle, not started yet: one slot, then the soak", R.CANARY, [canary("a", P.PENDING)], {},
+     NOW + LENGTH + SOAK),
+    ("canary busy: after its job", R.CANARY, [canary("c", P.PENDING)], {}, NOW + 1900 + LENGTH + SOAK),
+    ("canary with a slot: after its slot", R.CANARY, [canary("a", P.DRAINING)], {"a": NOW + 400},
+     NOW + 400 + LENGTH + SOAK),
+    ("canary rebooting for a while: one slot length after it went out", R.CANARY,
+     [canary("a", P.REBOOTING, since=NOW - 600)], {}, NOW - 600 + LENGTH + SOAK),
+    ("the latest canary decides", R.CANARY, [canary("a", P.PENDING), canary("c", P.PENDING)], {},
+     NOW + 1900 + LENGTH + SOAK),
+    ("finished canaries do not count", R.CANARY, [canary("a", P.DONE), canary("b", P.PENDING)], {},
+     NOW + LENGTH + SOAK),
+    ("soaking: the soak's end", R.SOAK, [canary("a", P.DONE)], {}, NOW + 42),
+    ("waves: now", R.WAVES, [canary("a", P.DONE)], {}, NOW),
+])
+def test_waves_start(case, state, records, slots, expected):
+    rollout = Rollout(1, "t" * 40, state, NOW - 500, NOW - 500, soak_until=NOW + 42)
+    got = waves_start(rollout, records, snapshot({"c": NOW + 1900}), slots, LENGTH, SOAK, NOW)
+    assert got == expected, case

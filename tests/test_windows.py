@@ -136,6 +136,21 @@ def test_describe():
     assert w.describe(DRAIN, at("2026-11-28 09:00", "Europe/Berlin")) == "opens 2026-11-30 08:00 CET"
 
 
+def test_the_engine_gets_the_gate_and_the_next_opening_and_a_broken_check_means_not_now():
+    from autoupdate.supervision import Supervision
+    sup = Supervision(parse_config({"repository": {"url": "x"}, "windows": OFFICE_BERLIN}))
+    saturday = at("2026-11-28 09:00", "Europe/Berlin")
+    assert "outside the drain maintenance window" in sup.window_gate(DRAIN, saturday)
+    assert sup.window_opens(DRAIN, saturday) == at("2026-11-30 08:00", "Europe/Berlin")
+    assert sup.window_gate(HOT, saturday) is None
+
+    def broken(*_):
+        raise ValueError("zone data missing")
+    sup.windows.allows = sup.windows.next_open = broken
+    assert "window check failed" in sup.window_gate(DRAIN, saturday)
+    assert sup.window_opens(DRAIN, saturday) is None  # the engine then moves slots back a little at a time
+
+
 def test_no_windows_section_means_always():
     w = Windows.from_settings(parse_config({"repository": {"url": "x"}}))
     assert w.allows(DRAIN, 0.0) and w.allows(HOT, 0.0)

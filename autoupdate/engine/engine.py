@@ -25,8 +25,8 @@ from ..safety import IN_FLIGHT, Budget, SafetyLists, held_by_others, read_pause
 from ..store import Store
 from . import phases
 from .planner import select
-from .rollout import choose_canaries, next_state, stage_allows
-from .slots import our_slots, plan as plan_slots, reservation_name
+from .rollout import choose_canaries, next_state, stage_allows, waves_start
+from .slots import Hold, our_slots, plan as plan_slots, reservation_name
 from .units import Units
 
 log = structlog.get_logger("autoupdate.engine")
@@ -71,6 +71,7 @@ class Engine:
     def __init__(self, settings: Settings, store: Store, *, workload_manager, source, detectors,
                  applier, rebooter, checks=(), notifiers=(), clock, executor=None,
                  window_gate: Callable[[ChangeClass, float], str | None] | None = None,
+                 window_opens: Callable[[ChangeClass, float], float | None] | None = None,
                  units: Units | None = None):
         self.settings = settings
         self.lists = SafetyLists.from_settings(settings.nodes)
@@ -85,6 +86,7 @@ class Engine:
         self.clock = clock
         self.executor = executor or ThreadPoolExecutor(max_workers=8, thread_name_prefix="autoupdate-work")
         self.window_gate = window_gate or (lambda klass, now: None)
+        self.window_opens = window_opens or (lambda klass, now: None)  # when a closed window opens
         self._lock = threading.RLock()
         self._work: dict[str, tuple[NodePhase, Future]] = {}
         self._verdicts: dict[tuple[str | None, str], Verdict] = {}
@@ -322,10 +324,11 @@ class Engine:
                 records = self.store.records()
             self._collect_work(records, snapshot, now)
             records = self.store.records()
-            self._advance(records, snapshot, now, report)
+            hold = self._slot_hold(rollout, records, snapshot, now, pause)
+            self._advance(records, snapshot, now, report, hold)
             records = self.store.records()
-            if rollout is not None and not pause.paused:
-                self._start_new(rollout, records, snapshot, now, report)
+            if rollout is not None:  # paused: nothing starts, and slots about to open move back
+                self._start_new(rollout, records, snapshot, now, report, hold, pause.paused)
             self._lifecycle(now)
             self._note_held(report)
             self.last_report = report
@@ -483,7 +486,7 @@ class Engine:
 
     # --- advancing records --------------------------------------------------------------------
     def _advance(self, records: Mapping[str, NodeRecord], snapshot: ClusterSnapshot, now: float,
-                 report: TickReport) -> None:
+                 report: TickReport, hold: Hold) -> None:
         to_drain: dict[str, list[str]] = {}
         to_resume: list[NodeRecord] = []
         to_apply: dict[tuple[str, ChangeClass], list[NodeRecord]] = {}
@@ -532,8 +535,11 @@ class Engine:
                     start_apply(self._transition(rec, P.DRAINED, now, "empty"))
                 elif not info.drained:
                     opens = self._slots.get(rec.node)
+                    held = hold(rec) if opens is not None else None
                     if opens is not None and (opens > now or snapshot.busy(rec.node)):
                         report.waiting[rec.node] = f"maintenance slot opens in {max(0.0, opens - now):.0f}s"
+                    elif held and held[0] > now:  # paused, window closed, canaries not through: moved back
+                        report.waiting[rec.node] = f"maintenance slot held: {held[1]}"
                     else:  # its slot is open (reservation strategy), or it lost our drain: (re)drain
                         to_drain.setdefault(drain_reason(rec), []).append(rec.node)
             elif rec.phase is P.DRAINED:
@@ -650,8 +656,42 @@ class Engine:
             self._submit(rec, self.rebooter.start, rec, fresh)
 
     # --- starting new work --------------------------------------------------------------------
+    def _slot_hold(self, rollout: Rollout | None, records: Mapping[str, NodeRecord], snapshot: ClusterSnapshot,
+                   now: float, pause) -> Hold:
+        """Why a node may not open its maintenance slot now, and until when (see slots.py)."""
+        soon = now + self._horizon() + 1
+        if pause.paused:  # pushed back as far as the pause has lasted: a long pause moves slots rarely
+            until = max(soon, now + max(0.0, now - (pause.since or now)))
+            return lambda rec: (until, "paused")
+        rs = self.settings.rollout
+        waves = None
+        if rollout is not None and rollout.state in (RolloutState.CANARY, RolloutState.SOAK):
+            waves = waves_start(rollout, records.values(), snapshot, self._slots, rs.reservation_seconds,
+                                rs.soak_seconds, now)
+        windows: dict[ChangeClass, tuple[float, str] | None] = {}
+
+        def window(klass: ChangeClass) -> tuple[float, str] | None:
+            if klass not in windows:
+                why = self.window_gate(klass, now)
+                opens = self.window_opens(klass, now) if why else None
+                windows[klass] = (opens if opens is not None and opens > now else soon, why) if why else None
+            return windows[klass]
+
+        def hold(rec: NodeRecord) -> tuple[float, str] | None:
+            closed = window(rec.klass)
+            if closed:
+                return closed
+            if waves is not None and rec.rollout_id == rollout.id and not rec.canary:
+                return waves, stage_allows(rollout, rec) or "waiting for the canaries"
+            return None
+        return hold
+
+    def _horizon(self) -> float:
+        """A slot opening this soon is committed: the next tick may come too late to move it."""
+        return 2 * self.settings.control.poll_interval
+
     def _start_new(self, rollout: Rollout, records: Mapping[str, NodeRecord], snapshot: ClusterSnapshot,
-                   now: float, report: TickReport) -> None:
+                   now: float, report: TickReport, hold: Hold, paused: bool = False) -> None:
         pending = [r for r in records.values() if r.phase is P.PENDING and r.rollout_id == rollout.id]
         reserving = self.settings.rollout.drain_strategy == "reservation"
         slotted = [r for r in records.values() if reserving and r.phase is P.DRAINING and r.rollout_id == rollout.id
@@ -664,7 +704,9 @@ class Engine:
         def gate(rec: NodeRecord) -> str | None:
             if not self.lists.managed(rec.node):
                 return "not managed"
-            why = stage_allows(rollout, rec) or self.window_gate(rec.klass, now)
+            why = "paused" if paused else self.window_gate(rec.klass, now)
+            if not why and not (reserving and rec.klass == ChangeClass.DRAIN):
+                why = stage_allows(rollout, rec)  # slots are placed anyway, held until the waves
             if why:
                 return why
             held = held_by_others(snapshot.nodes.get(rec.node), snapshot)
@@ -673,7 +715,7 @@ class Engine:
             return held
 
         if reserving:
-            pending = self._start_slots(pending, slotted, records, snapshot, budget, now, report, gate)
+            pending = self._start_slots(pending, slotted, records, snapshot, budget, now, report, gate, hold)
         sel = select(pending, snapshot, budget, in_flight, self.settings.rollout.max_in_flight, gate,
                      group=self.units.grouper(pending, records))
         report.waiting.update(sel.waiting)
@@ -693,7 +735,7 @@ class Engine:
 
     def _start_slots(self, pending: list[NodeRecord], slotted: list[NodeRecord],
                      records: Mapping[str, NodeRecord], snapshot: ClusterSnapshot, budget: Budget, now: float,
-                     report: TickReport, gate: Callable[[NodeRecord], str | None]) -> list[NodeRecord]:
+                     report: TickReport, gate: Callable[[NodeRecord], str | None], hold: Hold) -> list[NodeRecord]:
         """drain_strategy reservation (slots.py): DRAIN nodes get maintenance slots, moved earlier
         when their jobs end early. Returns the other (HOT) records, for select()."""
         fresh = []
@@ -706,7 +748,7 @@ class Engine:
         fresh += [r for r in slotted if not r.action_done]  # reservation never placed (restart): again
         rs = self.settings.rollout
         sp = plan_slots(fresh, [r for r in slotted if r.action_done], records, snapshot, budget, self._slots,
-                        rs.reservation_seconds, 2 * self.settings.control.poll_interval)
+                        rs.reservation_seconds, self._horizon(), hold)
         report.waiting.update(sp.waiting)
         to_drain: dict[str, list[str]] = {}
         with self.store.batch():  # every new slot persisted (one transaction) before any is placed

@@ -46,6 +46,27 @@ def next_state(rollout: Rollout, records: Iterable[NodeRecord], now: float,
     return rollout.state, ""
 
 
+def waves_start(rollout: Rollout, records: Iterable[NodeRecord], snapshot: ClusterSnapshot,
+                slots: Mapping[str, float], length: float, soak: float, now: float) -> float:
+    """When the waves may begin, as far as can be told now: the soak's end, or each canary's
+    slot (or its expected idle time) plus one slot length, then the soak. An estimate: a slot
+    that comes due before the waves really begin is moved again."""
+    if rollout.state is RolloutState.SOAK:
+        return rollout.soak_until
+    if rollout.state is not RolloutState.CANARY:
+        return now
+    ends = [now]
+    for r in records:
+        if r.rollout_id != rollout.id or not r.canary or r.phase.terminal:
+            continue
+        if r.phase in (NodePhase.PENDING, NodePhase.DRAINING) and r.klass >= ChangeClass.DRAIN:
+            ends.append(max(now, slots.get(r.node, snapshot.idle_at(r.node) if r.node in snapshot.nodes else now))
+                        + length)
+        else:  # out of service now, or live work: back within about one slot length
+            ends.append(max(now, r.since + length))
+    return max(ends) + soak
+
+
 def stage_allows(rollout: Rollout, record: NodeRecord) -> str | None:
     """May this record's node start work in the rollout's current stage? None: yes."""
     if not rollout.state.active:

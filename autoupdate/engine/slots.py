@@ -8,13 +8,18 @@ does not count against max_unavailable. Slots are planned so that at most max_un
 nodes per partition are out at any time, each slot `reservation_seconds` long; a node whose
 jobs end early is pulled forward to now when the budget has room; a slot about to open while
 the budget is full (a reboot ran long) is pushed back.
+
+A `hold` says a node may not open its slot before some time (the canaries and their soak are
+not through yet, the rollout is paused, the DRAIN window is closed): its slot goes no earlier,
+and one about to open is pushed back. Slots are placed for the waves while the canaries run, so
+that Slurm does not start long jobs on those nodes in the meantime.
 """
 from __future__ import annotations
 
 import bisect
 import heapq
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 from ..model import ChangeClass, ClusterSnapshot, NodePhase, NodeRecord
 from ..safety import Budget, slot_starts
@@ -37,14 +42,22 @@ class SlotPlan:
     waiting: dict[str, str] = field(default_factory=dict)
 
 
+Hold = Callable[[NodeRecord], "tuple[float, str] | None"]  # (not before, why) or None: no hold
+
+
+def _no_hold(rec: NodeRecord) -> None:
+    return None
+
+
 def plan(candidates: Sequence[NodeRecord], waiting: Sequence[NodeRecord], records: Mapping[str, NodeRecord],
          snapshot: ClusterSnapshot, budget: Budget, slots: Mapping[str, float], length: float,
-         horizon: float) -> SlotPlan:
+         horizon: float, hold: Hold = _no_hold) -> SlotPlan:
     """Slots for new candidates, moves for nodes waiting for theirs.
 
     `budget` counts the nodes out of service now (waiting nodes are in service). `horizon`: a
     slot opening within it is committed (the next tick may come too late to move it), so it
     must fit the budget as the cluster is now, counting every node now out as staying out.
+    `hold(record)`: (time, why) before which that node's slot may not open, or None.
     """
     now = snapshot.taken_at
     out = dict(budget.used)
@@ -62,7 +75,23 @@ def plan(candidates: Sequence[NodeRecord], waiting: Sequence[NodeRecord], record
         for p in parts(node):
             out[p] = out.get(p, 0) + 1
 
-    # 1. Slots about to open must fit as things are now; else they move back.
+    def not_before(node: str) -> float:
+        held = hold(records[node])
+        return held[0] if held else now
+
+    # 1. A held slot about to open (or open, its node not drained yet) is planned again from the
+    #    end of its hold, with the new nodes. The others must fit as things are now, else they
+    #    move back.
+    replan: list[NodeRecord] = []
+    for node, s in slots.items():
+        r, info = records.get(node), snapshot.nodes.get(node)
+        if r is None or r.phase is not NodePhase.DRAINING or s > now + horizon or info is None or info.drained:
+            continue
+        held = hold(r)
+        if held and held[0] > now:
+            future.pop(node, None)
+            replan.append(r)
+            result.waiting[node] = f"{held[1]}: slot moved back"
     for node in sorted((n for n, s in future.items() if s <= now + horizon), key=future.get):
         if room(node):
             take(node)
@@ -74,7 +103,7 @@ def plan(candidates: Sequence[NodeRecord], waiting: Sequence[NodeRecord], record
     movable = []  # (when the node is empty, node), for slots that could open sooner
     for n, s in future.items():
         if s > now + horizon:
-            t = max(now, snapshot.idle_at(n))
+            t = max(now, snapshot.idle_at(n), not_before(n))
             if t < s - horizon:
                 movable.append((t, n))
     starts: dict[str, list[float]] = {p: [] for p in budget.limits}  # per partition, sorted
@@ -113,8 +142,9 @@ def plan(candidates: Sequence[NodeRecord], waiting: Sequence[NodeRecord], record
     for p, limit in budget.limits.items():
         units[p] = [now] * max(0, limit)
     ours: dict[str, int] = {}  # per partition: our nodes out now
+    replanned = {r.node for r in replan}
     for n, r in records.items():
-        if r.phase.out_of_service and r.klass >= ChangeClass.DRAIN and n not in future:
+        if r.phase.out_of_service and r.klass >= ChangeClass.DRAIN and n not in future and n not in replanned:
             for p in parts(n) if n in snapshot.nodes else ():
                 _occupy(units[p], max(now + horizon, slots.get(n, r.since) + length))
                 ours[p] = ours.get(p, 0) + 1
@@ -125,12 +155,15 @@ def plan(candidates: Sequence[NodeRecord], waiting: Sequence[NodeRecord], record
         for _ in range(max(0, used - ours.get(p, 0))):
             if units[p]:
                 heapq.heappop(units[p])
-    for rec in order(candidates, snapshot):
+    for rec in order([*candidates, *replan], snapshot):
         ps = parts(rec.node)
         if any(not units.get(p) for p in ps):
-            result.waiting[rec.node] = f"capacity budget full in {','.join(p for p in ps if not units.get(p))}"
+            full = ",".join(p for p in ps if not units.get(p))
+            result.waiting.setdefault(rec.node, f"capacity budget full in {full}")
+            if rec.node in replanned:  # its slot must not open: out of the way, as far as the hold says
+                result.reserve[rec.node] = max(not_before(rec.node), now + horizon + 1)
             continue
-        ready = max(now, snapshot.idle_at(rec.node))
+        ready = max(now, snapshot.idle_at(rec.node), not_before(rec.node))
         start = max([ready] + [units[p][0] for p in ps])
         if start <= now + horizon:
             if room(rec.node):
@@ -144,7 +177,9 @@ def plan(candidates: Sequence[NodeRecord], waiting: Sequence[NodeRecord], record
             result.drain_now.append(rec.node)
     for rec in waiting:
         if rec.node in future and rec.node not in result.reserve:
-            result.waiting.setdefault(rec.node, f"maintenance slot at {future[rec.node]:.0f}")
+            held = hold(rec)
+            result.waiting.setdefault(rec.node, f"maintenance slot at {future[rec.node]:.0f}"
+                                      + (f" ({held[1]})" if held else ""))
     return result
 
 
