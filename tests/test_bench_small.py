@@ -81,3 +81,27 @@ def test_easy_backfill_lets_short_jobs_jump_a_blocked_head():
     assert starts["easy"]["short"] == 0  # ends (by its limit) before the head can start: backfilled
     assert starts["easy"]["toolong"] >= 1000  # would delay the head: not backfilled
     assert starts["easy"]["head"] == 1000  # never later than without backfill
+
+
+@pytest.mark.parametrize("case,procs,limit,expected", [
+    ("a short job ends before the head's planned start (after the reservation): backfilled", 1, 50, 0),
+    ("a job that would run into the head's planned start waits for the head", 1, 800, 1000),
+    ("one ending just before the head's start runs on the node the reservation leaves free", 1, 650, 0),
+])
+def test_easy_backfill_plans_the_head_around_maintenance_reservations(case, procs, limit, expected):
+    from autoupdate.sim.cluster import SimCluster, SimJob
+    from autoupdate.sim.clock import ManualClock
+    from autoupdate.sim.scheduler import EasyBackfill
+    clock = ManualClock(0.0)
+    c = SimCluster({"p": ["a", "b"]}, clock, scheduler=EasyBackfill())
+    c.job_starts = {}
+    c.reserve("maint_a", "a", 100.0, "maintenance", end_time=700.0)
+    # The head needs both nodes for 300 s: it cannot start before the reservation on a ends.
+    c.submit(SimJob("head", 2, 300, 300, 0.0))
+    c.submit(SimJob("other", 0, limit, limit, 0.0, procs=procs))
+    c.advance()
+    clock.advance(5000)
+    c.advance()
+    assert c.job_starts["head"] == 700, case
+    assert c.job_starts["other"] == expected, case
+    assert "maint_a" not in c.reservations  # Slurm deletes a reservation when it ends

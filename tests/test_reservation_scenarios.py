@@ -105,3 +105,19 @@ def test_a_slot_that_comes_due_outside_the_drain_window_moves_to_its_next_openin
     assert slots(kit)["n03"] == opens and reservation_name("n03") in kit.cluster.reservations
     kit.run_until(lambda: done(kit, target), seconds=60)
     assert kit.store.record("n03").since >= opens  # drained, rebooted and back only once it opened
+
+
+def test_a_slot_that_opens_on_a_busy_node_drains_it_so_nothing_new_starts_when_the_reservation_ends(tmp_path):
+    kit = Kit(tmp_path, config={**RESERVING, "nodes": {"canaries": ""}}, jobs={"n03": 600})
+    kit.engine.fetch()
+    target = kit.commit({"drain/k": "2"})
+    kit.step()
+    assert slots(kit)["n03"] > kit.clock.now() + 500
+    # A job started between autoupdate's read and its reservation update (or one that overran):
+    # the slot opens while the node is still busy.
+    kit.cluster.reserve(reservation_name("n03"), "n03", kit.clock.now() + 50, "autoupdate: x")
+    kit.step(60)
+    node = kit.cluster.nodes["n03"]
+    assert node.jobs and node.drained and kit.phase("n03") == "draining"  # job runs on, nothing new starts
+    kit.run_until(lambda: done(kit, target))
+    assert kit.cluster.stats.jobs_killed == 0

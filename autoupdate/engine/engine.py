@@ -536,11 +536,12 @@ class Engine:
                 elif not info.drained:
                     opens = self._slots.get(rec.node)
                     held = hold(rec) if opens is not None else None
-                    if opens is not None and (opens > now or snapshot.busy(rec.node)):
-                        report.waiting[rec.node] = f"maintenance slot opens in {max(0.0, opens - now):.0f}s"
+                    if opens is not None and opens > now:
+                        report.waiting[rec.node] = f"maintenance slot opens in {opens - now:.0f}s"
                     elif held and held[0] > now:  # paused, window closed, canaries not through: moved back
                         report.waiting[rec.node] = f"maintenance slot held: {held[1]}"
-                    else:  # its slot is open (reservation strategy), or it lost our drain: (re)drain
+                    else:  # its slot is open (jobs still on it: drained too, so none start when the
+                        # reservation ends), or it lost our drain: (re)drain
                         to_drain.setdefault(drain_reason(rec), []).append(rec.node)
             elif rec.phase is P.DRAINED:
                 start_apply(rec)

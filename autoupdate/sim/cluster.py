@@ -10,6 +10,7 @@ nodes out of service) so that replaying weeks of a real trace stays cheap.
 from __future__ import annotations
 
 import copy
+import math
 import heapq
 import itertools
 import random
@@ -119,9 +120,10 @@ class _JobTable(dict):
 class SimCluster:
     def __init__(self, partitions: Mapping[str, Sequence[str]], clock, *, reboot_seconds: float = 300.0,
                  fail_nodes: Iterable[str] = (), revision: str = "", workload: "Workload | None" = None,
-                 scheduler=None, cores_per_node: int = 1):
+                 scheduler=None, cores_per_node: int = 1, reservation_seconds: float | None = None):
         self.clock = clock
         self.reboot_seconds = reboot_seconds
+        self.reservation_seconds = reservation_seconds  # length of reserve() without an end (None: until removed)
         self.fail_nodes = set(fail_nodes)
         self.scheduler = scheduler or FCFS()
         self.cores_per_node = cores_per_node
@@ -222,6 +224,28 @@ class SimCluster:
                 return alloc
         return None
 
+    def earliest_start(self, job: SimJob, t: float, candidates: int = 64) -> tuple[float, int]:
+        """When `job` could start by the running jobs' time limits, on nodes that no maintenance
+        reservation holds for its whole time limit (as Slurm's backfill plans it), and the cores
+        spare then; (inf, 0) if not within the first `candidates` job or reservation ends."""
+        need, whole = self.cores_needed(job), not job.procs
+        times = sorted({t} | {j.limit_end for j in self.jobs.values() if j.limit_end > t}
+                       | {r.end_time for r in self.reservations.values() if t < r.end_time < math.inf})
+        usable = [n for n in self.nodes.values() if n.usable]
+        for at in times[:candidates]:
+            spare = 0
+            for n in usable:
+                if not self._resv_ok(n.name, at, at + job.limit):
+                    continue
+                free = n.cores - sum(c for j, c in n.jobs.items() if self.jobs[j].limit_end > at)
+                spare += (n.cores if free == n.cores else 0) if whole else free
+            if spare >= need:
+                return at, spare - need
+        return math.inf, 0
+
+    def reservations_ahead(self, t: float) -> bool:
+        return any(r.end_time > t for r in self.reservations.values())
+
     def start_job(self, job: SimJob, alloc: dict[str, int], t: float) -> None:
         job.start, job.nodes, job.alloc = t, tuple(alloc), dict(alloc)
         dict.__setitem__(self.jobs, job.job_id, job)
@@ -293,7 +317,9 @@ class SimCluster:
             node = self.nodes[key]
             if node.reboot_until is not None and node.reboot_until <= t:
                 self._boot(node, t)
-        elif kind == "resv":  # a reservation on this node starts or ends
+        elif kind == "resv":  # a reservation on this node starts or ends (Slurm then deletes it)
+            for r in [r for r in self._resv_by_node.get(key, ()) if r.end_time <= t]:
+                self.unreserve(r.name)
             self._refresh(self.nodes[key])
 
     def _account(self, t: float) -> None:
@@ -459,7 +485,9 @@ class SimCluster:
             self._advance(self.clock.now())
             self._nodes([node])
             self.unreserve(name)
-            end = start_time + 10 * 365 * 86400 if end_time is None else end_time
+            if end_time is None:
+                end_time = start_time + (self.reservation_seconds or 10 * 365 * 86400)
+            end = end_time
             r = Reservation(name, (node,), start_time, end, frozenset({"MAINT"}), ("root",))
             self.reservations[name] = r
             self._resv_by_node.setdefault(node, []).append(r)
@@ -573,7 +601,8 @@ def from_settings(settings, deps) -> SimCluster:
     n_nodes = len({n for ns in partitions.values() for n in ns})
     workload = Workload(sim.seed, tuple(sim.job_seconds), int(sim.jobs_per_node * n_nodes))
     return SimCluster(partitions, deps.clock, reboot_seconds=sim.reboot_seconds,
-                      fail_nodes=expand(sim.fail_nodes), workload=workload)
+                      fail_nodes=expand(sim.fail_nodes), workload=workload,
+                      reservation_seconds=settings.rollout.reservation_seconds)
 
 
 def applier_from_settings(settings, deps) -> SimApplier:

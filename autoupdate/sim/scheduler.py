@@ -68,7 +68,10 @@ class EasyBackfill(FCFS):
 
     @staticmethod
     def shadow(cluster, head, t: float) -> tuple[float, int]:
-        """When the head job can start at the latest (by time limits), and the cores spare then."""
+        """When the head job can start at the latest (by time limits), and the cores spare then.
+        Maintenance reservations ahead: the head's start must also keep clear of them."""
+        if cluster.reservations_ahead(t):
+            return cluster.earliest_start(head, t)
         need = cluster.cores_needed(head)
         avail = cluster.free_cores
         if avail >= need:

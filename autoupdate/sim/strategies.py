@@ -196,6 +196,7 @@ class AutoupdateStrategy:
         names = sorted(cluster.nodes)
         with tempfile.TemporaryDirectory(prefix="au-bench-") as tmp:
             settings = engine_settings(names, p, tmp, self.drain_strategy)
+            cluster.reservation_seconds = settings.rollout.reservation_seconds  # as the Slurm adapter makes them
             store = Store(":memory:")
             source = _OneCommitSource()
             engine = Engine(settings, store, workload_manager=cluster, source=source, detectors=[],
