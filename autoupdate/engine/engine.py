@@ -486,7 +486,7 @@ class Engine:
 
     # --- advancing records --------------------------------------------------------------------
     def _advance(self, records: Mapping[str, NodeRecord], snapshot: ClusterSnapshot, now: float,
-                 report: TickReport, hold: Hold) -> None:
+                 report: TickReport, hold: Hold | None) -> None:
         to_drain: dict[str, list[str]] = {}
         to_resume: list[NodeRecord] = []
         to_apply: dict[tuple[str, ChangeClass], list[NodeRecord]] = {}
@@ -535,7 +535,7 @@ class Engine:
                     start_apply(self._transition(rec, P.DRAINED, now, "empty"))
                 elif not info.drained:
                     opens = self._slots.get(rec.node)
-                    held = hold(rec) if opens is not None else None
+                    held = hold(rec) if hold and opens is not None and opens <= now else None
                     if opens is not None and opens > now:
                         report.waiting[rec.node] = f"maintenance slot opens in {opens - now:.0f}s"
                     elif held and held[0] > now:  # paused, window closed, canaries not through: moved back
@@ -658,8 +658,11 @@ class Engine:
 
     # --- starting new work --------------------------------------------------------------------
     def _slot_hold(self, rollout: Rollout | None, records: Mapping[str, NodeRecord], snapshot: ClusterSnapshot,
-                   now: float, pause) -> Hold:
-        """Why a node may not open its maintenance slot now, and until when (see slots.py)."""
+                   now: float, pause) -> Hold | None:
+        """Why a node may not open its maintenance slot now, and until when (see slots.py); None:
+        nothing holds any node."""
+        if self.settings.rollout.drain_strategy != "reservation":
+            return None  # no slots: starting work is gated in _start_new
         soon = now + self._horizon() + 1
         if pause.paused:  # pushed back as far as the pause has lasted: a long pause moves slots rarely
             until = max(soon, now + max(0.0, now - (pause.since or now)))
@@ -669,19 +672,18 @@ class Engine:
         if rollout is not None and rollout.state in (RolloutState.CANARY, RolloutState.SOAK):
             waves = waves_start(rollout, records.values(), snapshot, self._slots, rs.reservation_seconds,
                                 rs.soak_seconds, now)
-        windows: dict[ChangeClass, tuple[float, str] | None] = {}
-
-        def window(klass: ChangeClass) -> tuple[float, str] | None:
-            if klass not in windows:
-                why = self.window_gate(klass, now)
-                opens = self.window_opens(klass, now) if why else None
-                windows[klass] = (opens if opens is not None and opens > now else soon, why) if why else None
-            return windows[klass]
+        closed: dict[ChangeClass, tuple[float, str]] = {}
+        for klass in (ChangeClass.HOT, ChangeClass.DRAIN):
+            why = self.window_gate(klass, now)
+            if why:
+                opens = self.window_opens(klass, now)
+                closed[klass] = (opens if opens is not None and opens > now else soon, why)
+        if not closed and waves is None:
+            return None
 
         def hold(rec: NodeRecord) -> tuple[float, str] | None:
-            closed = window(rec.klass)
-            if closed:
-                return closed
+            if rec.klass in closed:
+                return closed[rec.klass]
             if waves is not None and rec.rollout_id == rollout.id and not rec.canary:
                 return waves, stage_allows(rollout, rec) or "waiting for the canaries"
             return None
@@ -692,7 +694,7 @@ class Engine:
         return 2 * self.settings.control.poll_interval
 
     def _start_new(self, rollout: Rollout, records: Mapping[str, NodeRecord], snapshot: ClusterSnapshot,
-                   now: float, report: TickReport, hold: Hold, paused: bool = False) -> None:
+                   now: float, report: TickReport, hold: Hold | None, paused: bool = False) -> None:
         pending = [r for r in records.values() if r.phase is P.PENDING and r.rollout_id == rollout.id]
         reserving = self.settings.rollout.drain_strategy == "reservation"
         slotted = [r for r in records.values() if reserving and r.phase is P.DRAINING and r.rollout_id == rollout.id
@@ -736,7 +738,8 @@ class Engine:
 
     def _start_slots(self, pending: list[NodeRecord], slotted: list[NodeRecord],
                      records: Mapping[str, NodeRecord], snapshot: ClusterSnapshot, budget: Budget, now: float,
-                     report: TickReport, gate: Callable[[NodeRecord], str | None], hold: Hold) -> list[NodeRecord]:
+                     report: TickReport, gate: Callable[[NodeRecord], str | None],
+                     hold: Hold | None) -> list[NodeRecord]:
         """drain_strategy reservation (slots.py): DRAIN nodes get maintenance slots, moved earlier
         when their jobs end early. Returns the other (HOT) records, for select()."""
         fresh = []
