@@ -199,3 +199,37 @@ def test_reservation_strategy_lets_jobs_finish_and_removes_its_reservations(tmp_
     recs = h.records()
     assert all(recs[n].phase is NodePhase.DONE and rig.booted(n) == sha for n in rig.nodes)
     rig.wait_nodes_state({"IDLE"}, timeout=15)
+
+
+def test_reservation_strategy_slots_the_waves_while_the_canary_runs_and_opens_them_after_the_soak(
+        tmp_path, slurm_rig):
+    rig = slurm_rig
+    soak = 4.0
+    h = RolloutHarness(tmp_path, rig, rollout={"canary_count": 1, "soak_seconds": soak, "max_unavailable": 4,
+                                               "drain_strategy": "reservation", "reservation_seconds": 600})
+    h.baseline()
+    canary, waves = rig.nodes[0], rig.nodes[1:]
+    sha = h.commit("kernel/version", "8", "kernel")
+    seen: list[tuple[float, set[str]]] = []  # (when, nodes holding an autoupdate reservation)
+    service = h.start()
+    try:
+        deadline = time.monotonic() + 90
+        while service.poll() is None and time.monotonic() < deadline:
+            out = rig.run(["scontrol", "-o", "show", "reservation"], check=False).stdout
+            seen.append((time.time(), {line.split("Nodes=", 1)[1].split()[0] for line in out.splitlines()
+                                       if "ReservationName=autoupdate" in line}))
+            time.sleep(0.2)
+        assert service.wait(30) == 0, h.tail()
+    finally:
+        if service.poll() is None:
+            kill(service)
+    history = h.history()
+    canary_done = finished_at(history)[canary]
+    drained = {row["node"]: row["at"] for row in history if row.get("to_phase") == "drained"}
+    # Slurm held every wave node in a reservation before the canary was through...
+    assert any(set(waves) <= nodes for at, nodes in seen if at < canary_done), seen[:20]
+    # ...and none of them was taken before the canary passed and soaked.
+    assert all(drained[n] >= canary_done + soak - 0.5 for n in waves), (canary_done, drained)
+    assert "No reservations" in rig.scontrol("-o", "show", "reservation")
+    recs = h.records()
+    assert all(recs[n].phase is NodePhase.DONE and rig.booted(n) == sha for n in rig.nodes)
