@@ -121,3 +121,18 @@ def test_a_slot_that_opens_on_a_busy_node_drains_it_so_nothing_new_starts_when_t
     assert node.jobs and node.drained and kit.phase("n03") == "draining"  # job runs on, nothing new starts
     kit.run_until(lambda: done(kit, target))
     assert kit.cluster.stats.jobs_killed == 0
+
+
+def test_a_node_whose_reservation_vanished_is_not_drained_while_paused(tmp_path):
+    kit = Kit(tmp_path, config={**RESERVING, "nodes": {"canaries": ""}}, jobs={"n03": 600})
+    kit.engine.fetch()
+    target = kit.commit({"drain/k": "2"})
+    kit.step()
+    write_pause(kit.settings.pause_file, "", "admin", kit.clock.now())
+    kit.cluster.unreserve(reservation_name("n03"))  # expired while autoupdate was down, or deleted by hand
+    for _ in range(90):
+        kit.step()
+        assert not kit.cluster.nodes["n03"].drained
+    assert "paused" in kit.engine.last_report.waiting["n03"]
+    clear_pause(kit.settings.pause_file)
+    kit.run_until(lambda: done(kit, target))

@@ -535,13 +535,13 @@ class Engine:
                     start_apply(self._transition(rec, P.DRAINED, now, "empty"))
                 elif not info.drained:
                     opens = self._slots.get(rec.node)
-                    held = hold(rec) if hold and opens is not None and opens <= now else None
+                    held = hold(rec) if hold and (opens is None or opens <= now) else None
                     if opens is not None and opens > now:
                         report.waiting[rec.node] = f"maintenance slot opens in {opens - now:.0f}s"
-                    elif held and held[0] > now:  # paused, window closed, canaries not through: moved back
+                    elif held and held[0] > now:  # paused, window closed, canaries not through
                         report.waiting[rec.node] = f"maintenance slot held: {held[1]}"
                     else:  # its slot is open (jobs still on it: drained too, so none start when the
-                        # reservation ends), or it lost our drain: (re)drain
+                        # reservation ends), or its reservation or our drain is gone: (re)drain
                         to_drain.setdefault(drain_reason(rec), []).append(rec.node)
             elif rec.phase is P.DRAINED:
                 start_apply(rec)
@@ -665,25 +665,24 @@ class Engine:
             return None  # no slots: starting work is gated in _start_new
         soon = now + self._horizon() + 1
         if pause.paused:  # pushed back as far as the pause has lasted: a long pause moves slots rarely
-            until = max(soon, now + max(0.0, now - (pause.since or now)))
+            until = max(soon, 2 * now - (pause.since or now))
             return lambda rec: (until, "paused")
         rs = self.settings.rollout
         waves = None
         if rollout is not None and rollout.state in (RolloutState.CANARY, RolloutState.SOAK):
             waves = waves_start(rollout, records.values(), snapshot, self._slots, rs.reservation_seconds,
                                 rs.soak_seconds, now)
-        closed: dict[ChangeClass, tuple[float, str]] = {}
-        for klass in (ChangeClass.HOT, ChangeClass.DRAIN):
-            why = self.window_gate(klass, now)
-            if why:
-                opens = self.window_opens(klass, now)
-                closed[klass] = (opens if opens is not None and opens > now else soon, why)
-        if not closed and waves is None:
+        closed = None  # only DRAIN work has slots
+        why = self.window_gate(ChangeClass.DRAIN, now)
+        if why:
+            opens = self.window_opens(ChangeClass.DRAIN, now)
+            closed = (opens if opens is not None and opens > now else soon, why)
+        if closed is None and waves is None:
             return None
 
         def hold(rec: NodeRecord) -> tuple[float, str] | None:
-            if rec.klass in closed:
-                return closed[rec.klass]
+            if closed:
+                return closed
             if waves is not None and rec.rollout_id == rollout.id and not rec.canary:
                 return waves, stage_allows(rollout, rec) or "waiting for the canaries"
             return None

@@ -60,8 +60,7 @@ def waves_start(rollout: Rollout, records: Iterable[NodeRecord], snapshot: Clust
         if r.rollout_id != rollout.id or not r.canary or r.phase.terminal:
             continue
         if r.phase in (NodePhase.PENDING, NodePhase.DRAINING) and r.klass >= ChangeClass.DRAIN:
-            ends.append(max(now, slots.get(r.node, snapshot.idle_at(r.node) if r.node in snapshot.nodes else now))
-                        + length)
+            ends.append(max(now, slots.get(r.node, snapshot.idle_at(r.node))) + length)
         else:  # out of service now, or live work: back within about one slot length
             ends.append(max(now, r.since + length))
     return max(ends) + soak

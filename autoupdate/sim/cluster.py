@@ -10,9 +10,9 @@ nodes out of service) so that replaying weeks of a real trace stays cheap.
 from __future__ import annotations
 
 import copy
-import math
 import heapq
 import itertools
+import math
 import random
 import threading
 from dataclasses import dataclass, field
@@ -485,9 +485,7 @@ class SimCluster:
             self._advance(self.clock.now())
             self._nodes([node])
             self.unreserve(name)
-            if end_time is None:
-                end_time = start_time + (self.reservation_seconds or 10 * 365 * 86400)
-            end = end_time
+            end = end_time if end_time is not None else start_time + (self.reservation_seconds or 10 * 365 * 86400)
             r = Reservation(name, (node,), start_time, end, frozenset({"MAINT"}), ("root",))
             self.reservations[name] = r
             self._resv_by_node.setdefault(node, []).append(r)
