@@ -458,6 +458,9 @@ class ControlSettings(Section):
     state_dir: str = "/var/lib/autoupdate"
     pause_file: str = ""  # empty: <state_dir>/pause
     poll_interval: float = Field(15.0, gt=0)
+    # While a node reboots: looked at when it is due back (learnt from the reboots that finished),
+    # then every this many seconds for a short while. 0: the plain poll only.
+    reboot_poll_interval: float = Field(5.0, ge=0)
     log_format: Literal["console", "json"] = "console"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

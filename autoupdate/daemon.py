@@ -72,6 +72,7 @@ class Service:
         self.supervision.before_tick(self)
         report = self.engine.tick()
         self.supervision.after_tick(self, report)
+        self._look_again(report)
         self._ticks += 1
         if self._exit_when_done and self._ticks > 1 and report.ok and self.engine.idle():
             latest = self.store.latest_rollout()
@@ -95,6 +96,18 @@ class Service:
         # One second later: a node that keeps waking the loop cannot make it hammer slurmctld.
         self.scheduler.add_job(self._job(self._woken_tick), "date", misfire_grace_time=None,
                                run_date=datetime.now(timezone.utc) + timedelta(seconds=WAKE_DELAY))
+
+    def _look_again(self, report) -> None:
+        """A rebooting node is due back before the next poll: one tick then (replacing any
+        earlier such tick, so there is at most one)."""
+        if report.look_again_at is None:
+            return
+        speed = getattr(self.engine.clock, "speed", 1.0)  # the simulator's accelerated clock
+        delay = max(0.0, (report.look_again_at - report.at) / speed)
+        if delay < self.settings.control.poll_interval:
+            self.scheduler.add_job(self._job(self._tick_job), "date", id="look", replace_existing=True,
+                                   misfire_grace_time=None,
+                                   run_date=datetime.now(timezone.utc) + timedelta(seconds=delay))
 
     def _woken_tick(self) -> None:
         self._wake_pending.clear()  # a wake-up during this tick schedules the next one

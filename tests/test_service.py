@@ -346,6 +346,33 @@ def test_finished_work_wakes_the_loop_before_the_next_poll(tmp_path):
         reader.close()
 
 
+def test_a_rebooting_node_is_looked_at_when_due_not_at_the_next_poll(tmp_path):
+    # poll_interval 20 s, reboots of 2 s (120 simulated seconds at 60x): the canary's reboot is
+    # noticed at a poll (nothing learnt yet); the waves start as soon as the canary passed, and the
+    # two wave nodes, one after the other, are looked at when due back: about 35 s in all.
+    # Without that, each of these four steps waits for a poll: over 80 s.
+    sim = {"partitions": {"batch": "node[01-04]"}, "reboot_seconds": 120, "job_seconds": [60, 600],
+           "jobs_per_node": 0, "speed": 60, "seed": 7}
+    setup = Setup(tmp_path, cluster={"backend": "sim", "sim": sim},
+                  nodes={"canaries": "node01", "whitelist": "node[01-03]"},
+                  rollout={"canary_count": 1, "soak_seconds": 0, "max_unavailable": 1})
+    Service(load_config(setup.config_path), str(setup.config_path)).run(exit_when_done=True, max_seconds=20)
+    setup.write_config(setup.changed(control={"poll_interval": 20, "reboot_poll_interval": 5}))
+    setup.commit(KERNEL, "kernel 6\n")
+    service = Service(load_config(setup.config_path), str(setup.config_path))
+    started = time.monotonic()
+    code = service.run(exit_when_done=True, max_seconds=50)
+    took = time.monotonic() - started
+    assert code == 0, "the rollout did not finish within 50 s"
+    assert took < 45
+    assert service.engine.reboot_clock.expected() is not None
+    reader = Store.open_readonly(tmp_path / "state" / "state.db")
+    try:
+        assert {n for n, r in reader.records().items() if r.phase is NodePhase.DONE} == {"node01", "node02", "node03"}
+    finally:
+        reader.close()
+
+
 def rollout_seconds(root: Path, slack: FakeSlack, down: str) -> tuple[float, float]:
     """(seconds from start until the rollout is DONE, seconds from then until the process loop
     returned: the bounded last chance given to queued notifications)."""

@@ -25,6 +25,7 @@ from ..safety import IN_FLIGHT, Budget, SafetyLists, held_by_others, read_pause
 from ..store import Store
 from . import phases
 from .planner import select
+from .reboot_clock import RebootClock
 from .rollout import choose_canaries, next_state, stage_allows, waves_start
 from .slots import Hold, our_slots, plan as plan_slots, reservation_name
 from .units import Units
@@ -62,6 +63,7 @@ class TickReport:
     started: list[str] = field(default_factory=list)
     waiting: dict[str, str] = field(default_factory=dict)
     held: dict[str, str] = field(default_factory=dict)  # node -> why someone else holds it
+    look_again_at: float | None = None  # a rebooting node is due back: tick then, not at the poll
 
 
 WAKE_DELAY = 1.0  # seconds from a wake-up (work done, drain issued) to the service's extra tick
@@ -97,6 +99,7 @@ class Engine:
         # Called when a node can move on before the next poll (background work finished, a drain
         # went through): the service ticks again at once instead of a poll interval later.
         self.wake: Callable[[], None] = lambda: None
+        self.reboot_clock = RebootClock()  # how long reboots take here: when to look again
         # Hypervisor units (nodes.hypervisors; see units.py): VMs drained, applied, rebooted together.
         (units if units is not None else Units.from_settings(settings)).attach(self, applier, rebooter)
 
@@ -331,6 +334,7 @@ class Engine:
                 self._start_new(rollout, records, snapshot, now, report, hold, pause.paused)
             self._lifecycle(now)
             self._note_held(report)
+            report.look_again_at = self._look_again(records, now)
             self.last_report = report
             return report
 
@@ -553,6 +557,7 @@ class Engine:
                 else:
                     status = self._poll_reboot(rec, snapshot, now)
                     if status.state == "done":
+                        self._learn_reboot(rec, info, now)
                         self._verify(self._transition(rec, P.VERIFYING, now, "back"), snapshot)
                     elif status.state == "failed":
                         self._attempt_failed(rec, f"reboot: {status.message}", now)
@@ -585,6 +590,20 @@ class Engine:
         self._do_resumes(to_resume, now)
         self._do_applies(to_apply)
         self._do_reboots(to_reboot, now, report)
+
+    def _learn_reboot(self, rec: NodeRecord, info, now: float) -> None:
+        """The node's new boot time says when it came back (not when this tick noticed)."""
+        back = info.boot_time if info.boot_time is not None and rec.since < info.boot_time <= now else now
+        self.reboot_clock.learn(back - rec.since)
+
+    def _look_again(self, records: Mapping[str, NodeRecord], now: float) -> float | None:
+        """When something is due before the next poll: a rebooting node back, the soak's end."""
+        issued = (r.since for r in records.values() if r.phase is P.REBOOTING and r.action_done)
+        at = self.reboot_clock.next_look(issued, now, self.settings.control.reboot_poll_interval)
+        rollout = self.store.active_rollout()
+        if rollout is not None and rollout.state is RolloutState.SOAK and rollout.soak_until > now:
+            at = rollout.soak_until if at is None else min(at, rollout.soak_until)
+        return at
 
     def _poll_reboot(self, rec: NodeRecord, snapshot: ClusterSnapshot, now: float) -> RebootStatus:
         try:
@@ -794,6 +813,8 @@ class Engine:
             self.emit("canary.passed", f"canaries {fold(rollout.canaries)} passed; soaking "
                       f"{self.settings.rollout.soak_seconds:g}s", rollout_id=rollout.id, target=rollout.target)
         self.store.save_rollout(rollout)
+        if state in (RolloutState.SOAK, RolloutState.WAVES):
+            self._woken()  # the next stage's work may start: at the next tick, not the next poll
         if state is RolloutState.HALTED:
             for rec in records:
                 if rec.rollout_id == rollout.id and (rec.phase in phases.PRE_APPLY or rec.phase is P.PENDING):

@@ -211,7 +211,7 @@ class AutoupdateStrategy:
             state = None
             while True:
                 woken.clear()
-                engine.tick()
+                report = engine.tick()
                 self.ticks += 1
                 rollout = store.latest_rollout()
                 if not rollout.state.active:
@@ -224,6 +224,8 @@ class AutoupdateStrategy:
                     at = min(at, _next_poll(t0, clock.now(), p.tick_seconds))
                 if woken:
                     at = min(at, clock.now() + WAKE_DELAY)
+                if report.look_again_at is not None:  # as the service does: a node due back
+                    at = min(at, report.look_again_at)
                 clock.advance(at - clock.now())
             store.close()
             if rollout.state is not RolloutState.DONE:
