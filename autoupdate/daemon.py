@@ -78,13 +78,18 @@ class Service:
             latest = self.store.latest_rollout()
             head = self.store.get_meta("head")
             if latest is None or latest.target == head or not head:
-                self.exit_code = EXIT_HALTED if latest and latest.state in (RolloutState.HALTED, RolloutState.ERROR) else EXIT_OK
-                log.info("nothing left to do: exiting", code=self.exit_code)
-                self.scheduler.shutdown(wait=False)
+                halted = latest and latest.state in (RolloutState.HALTED, RolloutState.ERROR)
+                self._exit(EXIT_HALTED if halted else EXIT_OK, "nothing left to do: exiting")
         if self._deadline is not None and time.monotonic() > self._deadline:
-            log.info("--max-seconds reached: exiting")
-            self.exit_code = 4
-            self.scheduler.shutdown(wait=False)
+            self._exit(4, "--max-seconds reached: exiting")
+
+    def _exit(self, code: int, why: str) -> None:
+        """Stop the loop once: a later tick (or the deadline in the same one) changes nothing."""
+        if not self.scheduler.running:
+            return
+        log.info(why, code=code)
+        self.exit_code = code
+        self.scheduler.shutdown(wait=False)
 
     def _wake(self) -> None:
         """A node can move on now (work finished, a drain went through): one extra tick

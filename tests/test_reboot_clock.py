@@ -29,8 +29,10 @@ def clock_with(*seen: float) -> RebootClock:
     ((600,), [NOW - 600], 5, NOW + 5),                # due now: look again in `fast` seconds
     ((600,), [NOW - 700], 5, NOW + 5),                # overdue, still inside the window (120 s)
     ((600,), [NOW - 600 - LOOK_WINDOW_MAX], 5, None),  # past the window: back to the plain poll
-    ((100,), [NOW - 126], 5, None),                   # window = 25% of a short reboot (25 s)
+    ((100,), [NOW - 126], 5, None),                   # window: 25% of a shorter reboot (25 s)
     ((100,), [NOW - 124], 5, NOW + 5),
+    ((4,), [NOW - 18], 5, NOW + 5),                   # a very short reboot: still 3 fast looks
+    ((4,), [NOW - 20], 5, None),
     ((0, -3), [NOW - 100], 5, None),                  # nonsense durations are not learnt
 ])
 def test_next_look(seen, issued, fast, expected):

@@ -6,7 +6,9 @@ from __future__ import annotations
 import time
 
 import pytest
+import yaml
 
+from autoupdate.adapters.slurm_parse import text_time
 from autoupdate.model import NodePhase
 from rig.rollout import RolloutHarness, StateSampler, kill
 
@@ -231,5 +233,26 @@ def test_reservation_strategy_slots_the_waves_while_the_canary_runs_and_opens_th
     # ...and none of them was taken before the canary passed and soaked.
     assert all(drained[n] >= canary_done + soak - 0.5 for n in waves), (canary_done, drained)
     assert "No reservations" in rig.scontrol("-o", "show", "reservation")
+    recs = h.records()
+    assert all(recs[n].phase is NodePhase.DONE and rig.booted(n) == sha for n in rig.nodes)
+
+
+def test_a_node_back_from_its_reboot_is_noticed_when_due_not_at_the_next_poll(tmp_path, slurm_rig):
+    # A 15 s poll, one node at a time. The canary's reboot teaches how long a reboot takes here
+    # (from Slurm's BootTime); each wave node is then looked at when it is due back and every
+    # second after: noticed within seconds of its new BootTime, not up to 15 s later.
+    rig = slurm_rig
+    h = RolloutHarness(tmp_path, rig, rollout={"canary_count": 1, "soak_seconds": 0, "max_unavailable": 1})
+    h.baseline()
+    config = yaml.safe_load(h.config.read_text())
+    config["control"].update(poll_interval=15, reboot_poll_interval=1)
+    h.config.write_text(yaml.safe_dump(config))
+    sha = h.commit("kernel/version", "9", "kernel")
+    assert h.run(150) == 0, h.tail()
+    back = {row["node"]: row["at"] for row in h.history()
+            if row.get("from_phase") == "rebooting" and row.get("to_phase") == "verifying"}
+    booted = {n: text_time(rig.node_info(n)["BootTime"]) for n in rig.nodes}
+    late = {n: round(back[n] - booted[n], 1) for n in rig.nodes[1:]}
+    assert all(0 <= s <= 4 for s in late.values()), late  # BootTime has 1 s resolution
     recs = h.records()
     assert all(recs[n].phase is NodePhase.DONE and rig.booted(n) == sha for n in rig.nodes)

@@ -12,9 +12,10 @@ from collections import deque
 from typing import Iterable
 
 #: After a node is due back, fast looks go on for this share of the expected reboot, at most
-#: LOOK_WINDOW_MAX seconds: long enough for the ordinary spread, short enough that one slow
-#: node class does not make the loop read the whole cluster every few seconds for minutes.
-LOOK_WINDOW_SHARE, LOOK_WINDOW_MAX = 0.25, 120.0
+#: LOOK_WINDOW_MAX seconds (and at least LOOK_WINDOW_MIN looks): long enough for the ordinary
+#: spread, short enough that one slow node class does not make the loop read the whole cluster
+#: every few seconds for minutes.
+LOOK_WINDOW_SHARE, LOOK_WINDOW_MAX, LOOK_WINDOW_MIN = 0.25, 120.0, 3
 
 
 class RebootClock:
@@ -35,7 +36,7 @@ class RebootClock:
         est = self.expected()
         if est is None or fast <= 0:
             return None
-        window = min(est * LOOK_WINDOW_SHARE, LOOK_WINDOW_MAX)
+        window = max(min(est * LOOK_WINDOW_SHARE, LOOK_WINDOW_MAX), LOOK_WINDOW_MIN * fast)
         best = None
         for since in issued:
             due = since + est
