@@ -253,6 +253,6 @@ def test_a_node_back_from_its_reboot_is_noticed_when_due_not_at_the_next_poll(tm
             if row.get("from_phase") == "rebooting" and row.get("to_phase") == "verifying"}
     booted = {n: text_time(rig.node_info(n)["BootTime"]) for n in rig.nodes}
     late = {n: round(back[n] - booted[n], 1) for n in rig.nodes[1:]}
-    assert all(0 <= s <= 4 for s in late.values()), late  # BootTime has 1 s resolution
+    assert all(-1 <= s <= 4 for s in late.values()), late  # BootTime: whole seconds, either way
     recs = h.records()
     assert all(recs[n].phase is NodePhase.DONE and rig.booted(n) == sha for n in rig.nodes)
