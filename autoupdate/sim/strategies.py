@@ -208,7 +208,6 @@ class AutoupdateStrategy:
             woken = []
             engine.wake = lambda: woken.append(True)  # as the service does: one extra tick WAKE_DELAY later
             t0 = clock.now()
-            state = None
             while True:
                 woken.clear()
                 report = engine.tick()
@@ -218,13 +217,10 @@ class AutoupdateStrategy:
                     break
                 if clock.now() - t0 > 400 * 86400:
                     raise RuntimeError("autoupdate did not finish within 400 simulated days")
-                at = self._next_tick(engine, store, cluster, clock, rollout, t0, p)
-                if rollout.state is not state:  # e.g. the soak ended: waiting nodes may start at the next tick
-                    state = rollout.state
-                    at = min(at, _next_poll(t0, clock.now(), p.tick_seconds))
-                if woken:
+                at = self._next_tick(engine, store, cluster, clock, t0, p)
+                if woken:  # a step finished, or the canaries passed / the soak ended
                     at = min(at, clock.now() + WAKE_DELAY)
-                if report.look_again_at is not None:  # as the service does: a node due back
+                if report.look_again_at is not None:  # as the service does: a node due back, the soak's end
                     at = min(at, report.look_again_at)
                 clock.advance(at - clock.now())
             store.close()
@@ -232,7 +228,7 @@ class AutoupdateStrategy:
                 raise RuntimeError(f"rollout ended {rollout.state.value}: {rollout.reason}")
 
     @staticmethod
-    def _next_tick(engine, store, cluster, clock, rollout, t0, p: Params) -> float:
+    def _next_tick(engine, store, cluster, clock, t0, p: Params) -> float:
         now, tick = clock.now(), p.tick_seconds
         records = store.records().values()
         slots = engine._slots
@@ -249,8 +245,6 @@ class AutoupdateStrategy:
         if engine._work or any(active(r) for r in records):
             return grid
         wake = [t for t in (cluster.next_event_time(),) if t is not None]
-        if rollout.state is RolloutState.SOAK:
-            wake.append(rollout.soak_until)
         # A slot about to open is checked against the budget first (slots.plan's horizon).
         wake += [s - 2 * tick for s in slots.values() if s - 2 * tick > now]
         if not wake:
