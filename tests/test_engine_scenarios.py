@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from autoupdate.model import NodePhase, REASON_PREFIX
+from autoupdate.ports import WorkloadManagerError
 from autoupdate.safety import write_pause, clear_pause
 from enginekit import Kit
 
@@ -246,6 +247,77 @@ def test_admin_retry_and_skip(tmp_path):
     assert kit.engine.retry(["n07", "n01"]) == ["n07"]
     kit.run_until(lambda: all_done(kit, target), seconds=30)
     assert kit.cluster.stats.jobs_killed == 0
+
+
+def _drained_by_hand_during_the_last_attempt(kit: Kit, node: str) -> None:
+    real, calls = kit.applier.apply, []
+
+    def apply(nodes, target, klass, actions):
+        calls.extend(n for n in nodes if n == node)
+        if len(calls) == 3:  # while Ansible runs its last attempt, an admin drains the node
+            kit.cluster.drain([node], "disk errors, ticket 4711", user="alice")
+        return real(nodes, target, klass, actions)
+    kit.applier.apply = apply
+
+
+def _drain_refused(kit: Kit, node: str) -> None:
+    real = kit.cluster.drain
+
+    def refuse(nodes, reason):
+        if node in nodes:
+            raise WorkloadManagerError("scontrol: Invalid node state specified")
+        return real(nodes, reason)
+    kit.cluster.drain = refuse
+
+
+@pytest.mark.parametrize("before, drained, reason_has, message_has", [
+    # Its live change failed for good: what it runs is unknown, so no new job may start on it.
+    (None, True, "failed after 3 attempt(s): apply: simulated apply failure", "drained: its jobs run on"),
+    # A human holds it already: their drain and reason stay.
+    (_drained_by_hand_during_the_last_attempt, True, "disk errors, ticket 4711", "not drained: drained by alice"),
+    # Slurm refuses the drain: said, and the record does not claim a drain that did not happen.
+    (_drain_refused, False, "", "drain failed: still in service"),
+])
+def test_a_node_whose_live_change_failed_for_good_is_drained_and_its_job_runs_on(
+        tmp_path, before, drained, reason_has, message_has):
+    kit = Kit(tmp_path, fail_apply=["n07"], jobs={"n07": 50_000},
+              config={"nodes": {"canaries": ""}, "rollout": {"failure_budget": 3}})
+    kit.engine.fetch()
+    kit.commit({"hot/m": "2"})
+    if before:
+        before(kit, "n07")
+    kit.run_until(lambda: kit.phase("n07") == "failed", seconds=30)
+    node, rec = kit.cluster.nodes["n07"], kit.store.record("n07")
+    assert node.drained is drained and reason_has in node.reason
+    assert rec.drained_by_us is (before is None)
+    assert node.jobs and kit.cluster.stats.jobs_killed == 0  # its job runs on
+    failed = [e.message for e in kit.notified if e.kind == "node.failed"]
+    assert len(failed) == 1 and message_has in failed[0], failed
+
+
+def test_a_hot_node_drained_for_its_failure_is_resumed_when_a_retry_succeeds(tmp_path):
+    kit = Kit(tmp_path, fail_apply=["n07"], config={"nodes": {"canaries": ""}, "rollout": {"failure_budget": 3}})
+    kit.engine.fetch()
+    target = kit.commit({"hot/m": "2"})
+    kit.run_until(lambda: kit.phase("n07") == "failed", seconds=30)
+    assert kit.cluster.nodes["n07"].drained
+    kit.applier.fail.clear()
+    assert kit.engine.retry(["n07"]) == ["n07"]
+    kit.run_until(lambda: kit.phase("n07") == "done", seconds=30)
+    assert kit.running("n07") == target and not kit.cluster.nodes["n07"].drained
+    assert kit.cluster.stats.reboots == 0
+
+
+def test_a_node_waiting_to_retry_when_a_newer_commit_comes_finishes_and_takes_the_newer(tmp_path):
+    kit = Kit(tmp_path, fail_apply=["n07"],
+              config={"nodes": {"canaries": ""}, "rollout": {"failure_budget": 3, "retry_backoff_seconds": 600}})
+    kit.engine.fetch()
+    kit.commit({"drain/k": "2"})
+    kit.run_until(lambda: kit.phase("n07") == "retry_wait")
+    kit.applier.fail.clear()
+    newer = kit.commit({"drain/k": "3"})  # its rollout is superseded while n07 waits to retry
+    kit.run_until(lambda: all_done(kit, newer), seconds=30)
+    assert not kit.cluster.nodes["n07"].drained and kit.cluster.stats.jobs_killed == 0
 
 
 class Crash(BaseException):

@@ -95,6 +95,7 @@ class Engine:
         self._paused_seen: bool | None = None
         self.last_report: TickReport | None = None
         self._slots: dict[str, float] = {}  # node -> our maintenance reservation's start
+        self._snapshot: ClusterSnapshot | None = None  # this tick's: the gates' view of the cluster
         self.head: Revision | None = None
         # Called when a node can move on before the next poll (background work finished, a drain
         # went through): the service ticks again at once instead of a poll interval later.
@@ -317,6 +318,7 @@ class Engine:
                 self.last_report = report
                 return report
             self._slots = our_slots(snapshot)
+            self._snapshot = snapshot
             pause = read_pause(self.settings.pause_file)
             report.paused = pause.paused
             self._note_pause(pause)
@@ -412,10 +414,8 @@ class Engine:
             why = (f"canary failed: {error}" if rec.canary
                    else f"failed after {attempts} attempt(s): {error}")
             new = self._transition(rec, P.FAILED, now, why, attempts=attempts, last_error=error)
-            if new.drained_by_us:
-                self._safe(lambda: self.wm.drain([rec.node], drain_reason(rec, why)), rec.node, "re-drain")
-            self.emit("canary.failed" if rec.canary else "node.failed",
-                      f"{rec.node}: {why}" + (" (left drained)" if new.drained_by_us else ""),
+            left = self._hold_failed(new, why, now)
+            self.emit("canary.failed" if rec.canary else "node.failed", f"{rec.node}: {why}{left}",
                       rollout_id=rec.rollout_id, target=rec.target, nodes=(rec.node,), needs_human=True)
             return
         delay = min(rs.retry_backoff_seconds * (2 ** (attempts - 1)), rs.retry_backoff_max_seconds)
@@ -423,6 +423,25 @@ class Engine:
                          attempts=attempts, last_error=error, next_attempt_at=now + delay)
         self.emit("node.attempt_failed", f"{rec.node}: attempt {attempts}/{rs.max_attempts} failed: {error}",
                   rollout_id=rec.rollout_id, target=rec.target, nodes=(rec.node,))
+
+    def _hold_failed(self, rec: NodeRecord, why: str, now: float) -> str:
+        """A node given up on stays out of the scheduler's hands until a human looks: re-drained
+        with the reason if autoupdate drained it; drained now if its live (HOT) change failed,
+        since what it runs is then unknown (its running jobs go on, no new ones start). Someone
+        else's hold on the node is left alone. Says how the node was left, for the message."""
+        if rec.drained_by_us:
+            self._safe(lambda: self.wm.drain([rec.node], drain_reason(rec, why)), rec.node, "re-drain")
+            return " (left drained)"
+        snapshot = self._snapshot
+        info = snapshot.nodes.get(rec.node) if snapshot is not None else None
+        blocker = held_by_others(info, snapshot) if snapshot is not None else "cluster state not read"
+        if blocker:
+            return f" (not drained: {blocker})"
+        self.store.save(replace(rec, drained_by_us=True), at=now, message="drained: its change failed")
+        if self._safe(lambda: self.wm.drain([rec.node], drain_reason(rec, why)), rec.node, "drain"):
+            return " (drained: its jobs run on, no new ones start)"
+        self.store.save(rec, at=now, message="drain failed: still in service")
+        return " (drain failed: still in service)"
 
     def _safe(self, fn: Callable[[], object], node: str, what: str) -> bool:
         try:
@@ -472,7 +491,7 @@ class Engine:
         elif rec.phase is P.VERIFYING:
             if result:
                 self._attempt_failed(rec, f"verify: {result}", now)
-            elif rec.klass == ChangeClass.DRAIN:
+            elif rec.klass == ChangeClass.DRAIN or rec.drained_by_us:  # HOT: drained when it failed before
                 self._transition(rec, P.RESUMING, now, "verified")
             else:
                 self._finish(rec, now)
@@ -579,10 +598,18 @@ class Engine:
                     rollouts[rec.rollout_id] = self.store.rollout(rec.rollout_id)
                 rollout = rollouts[rec.rollout_id]
                 if rollout is not None and rollout.state is RolloutState.HALTED:
-                    self._transition(rec, P.FAILED, now, f"rollout halted: {rollout.reason}")
-                elif now >= rec.next_attempt_at and rollout is not None and rollout.state.active:
+                    new = self._transition(rec, P.FAILED, now, f"rollout halted: {rollout.reason}")
+                    if not new.drained_by_us:  # its live change failed at least once
+                        self._hold_failed(new, f"{rec.last_error}; rollout halted", now)
+                elif now >= rec.next_attempt_at and rollout is not None:
+                    # Its rollout may be over (superseded by a newer commit, or done when an admin
+                    # asked for a retry): the node still finishes its target, then takes the newest.
                     if rec.klass == ChangeClass.DRAIN and not info.drained_by_autoupdate:
                         report.waiting[rec.node] = "not drained by autoupdate any more"
+                        continue
+                    held = None if rec.drained_by_us else held_by_others(info, snapshot)
+                    if held:  # a live change is not tried again on a node someone else took
+                        report.waiting[rec.node] = held
                         continue
                     rec = self._transition(rec, P.APPLYING, now, f"attempt {rec.attempts + 1}")
                     to_apply.setdefault((rec.target, rec.klass), []).append(rec)

@@ -6,7 +6,8 @@ from ..model import NodePhase as P
 # DRAIN path: pending -> draining -> drained -> applying -> rebooting -> verifying -> resuming -> done
 # HOT path:   pending -> applying -> verifying -> done
 # A failed attempt waits in retry_wait and tries again from applying (a drained node stays
-# drained); after max_attempts it is failed (left drained, reason recorded). Work stopped before
+# drained); after max_attempts it is failed (left drained, reason recorded; a HOT node is drained
+# then, and resumed if a retry succeeds: verifying -> resuming). Work stopped before
 # the change was applied (halt, newly blacklisted, superseded by a no-op) is resumed: resuming
 # with a cancel reason -> cancelled.
 TRANSITIONS: dict[P, frozenset[P]] = {
