@@ -95,7 +95,6 @@ class Engine:
         self._paused_seen: bool | None = None
         self.last_report: TickReport | None = None
         self._slots: dict[str, float] = {}  # node -> our maintenance reservation's start
-        self._snapshot: ClusterSnapshot | None = None  # this tick's: the gates' view of the cluster
         self.head: Revision | None = None
         # Called when a node can move on before the next poll (background work finished, a drain
         # went through): the service ticks again at once instead of a poll interval later.
@@ -318,7 +317,6 @@ class Engine:
                 self.last_report = report
                 return report
             self._slots = our_slots(snapshot)
-            self._snapshot = snapshot
             pause = read_pause(self.settings.pause_file)
             report.paused = pause.paused
             self._note_pause(pause)
@@ -407,14 +405,14 @@ class Engine:
             if rec.phase in phases.PRE_APPLY or rec.phase is P.PENDING:
                 self._cancel(rec, why, now)
 
-    def _attempt_failed(self, rec: NodeRecord, error: str, now: float) -> None:
+    def _attempt_failed(self, rec: NodeRecord, error: str, now: float, snapshot: ClusterSnapshot) -> None:
         attempts = rec.attempts + 1
         rs = self.settings.rollout
         if rec.canary or attempts >= rs.max_attempts:
             why = (f"canary failed: {error}" if rec.canary
                    else f"failed after {attempts} attempt(s): {error}")
             new = self._transition(rec, P.FAILED, now, why, attempts=attempts, last_error=error)
-            left = self._hold_failed(new, why, now)
+            left = self._hold_failed(new, why, now, snapshot)
             self.emit("canary.failed" if rec.canary else "node.failed", f"{rec.node}: {why}{left}",
                       rollout_id=rec.rollout_id, target=rec.target, nodes=(rec.node,), needs_human=True)
             return
@@ -424,21 +422,22 @@ class Engine:
         self.emit("node.attempt_failed", f"{rec.node}: attempt {attempts}/{rs.max_attempts} failed: {error}",
                   rollout_id=rec.rollout_id, target=rec.target, nodes=(rec.node,))
 
-    def _hold_failed(self, rec: NodeRecord, why: str, now: float) -> str:
+    def _hold_failed(self, rec: NodeRecord, why: str, now: float, snapshot: ClusterSnapshot) -> str:
         """A node given up on stays out of the scheduler's hands until a human looks: re-drained
         with the reason if autoupdate drained it; drained now if its live (HOT) change failed,
         since what it runs is then unknown (its running jobs go on, no new ones start). Someone
         else's hold on the node is left alone. Says how the node was left, for the message."""
+        def drain() -> None:
+            self.wm.drain([rec.node], drain_reason(rec, why))
+
         if rec.drained_by_us:
-            self._safe(lambda: self.wm.drain([rec.node], drain_reason(rec, why)), rec.node, "re-drain")
+            self._safe(drain, rec.node, "re-drain")
             return " (left drained)"
-        snapshot = self._snapshot
-        info = snapshot.nodes.get(rec.node) if snapshot is not None else None
-        blocker = held_by_others(info, snapshot) if snapshot is not None else "cluster state not read"
+        blocker = held_by_others(snapshot.nodes.get(rec.node), snapshot)  # this tick's view
         if blocker:
             return f" (not drained: {blocker})"
         self.store.save(replace(rec, drained_by_us=True), at=now, message="drained: its change failed")
-        if self._safe(lambda: self.wm.drain([rec.node], drain_reason(rec, why)), rec.node, "drain"):
+        if self._safe(drain, rec.node, "drain"):
             return " (drained: its jobs run on, no new ones start)"
         self.store.save(rec, at=now, message="drain failed: still in service")
         return " (drain failed: still in service)"
@@ -474,14 +473,14 @@ class Engine:
             try:
                 result = fut.result()
             except Exception as exc:  # adapter errors and bugs alike fail the attempt, not the loop
-                self._attempt_failed(rec, f"{phase.value}: {exc}", now)
+                self._attempt_failed(rec, f"{phase.value}: {exc}", now, snapshot)
                 continue
-            self._work_finished(rec, result, now)
+            self._work_finished(rec, result, now, snapshot)
 
-    def _work_finished(self, rec: NodeRecord, result, now: float) -> None:
+    def _work_finished(self, rec: NodeRecord, result, now: float, snapshot: ClusterSnapshot) -> None:
         if rec.phase is P.APPLYING:
             if not result.ok:
-                self._attempt_failed(rec, f"apply: {result.message}", now)
+                self._attempt_failed(rec, f"apply: {result.message}", now, snapshot)
             elif rec.klass == ChangeClass.DRAIN:
                 self._transition(rec, P.REBOOTING, now, "applied")
             else:
@@ -490,7 +489,7 @@ class Engine:
             self._mark_done(rec, now)  # reboot issued; poll() decides when it is back
         elif rec.phase is P.VERIFYING:
             if result:
-                self._attempt_failed(rec, f"verify: {result}", now)
+                self._attempt_failed(rec, f"verify: {result}", now, snapshot)
             elif rec.klass == ChangeClass.DRAIN or rec.drained_by_us:  # HOT: drained when it failed before
                 self._transition(rec, P.RESUMING, now, "verified")
             else:
@@ -579,7 +578,7 @@ class Engine:
                         self._learn_reboot(rec, info, now)
                         self._verify(self._transition(rec, P.VERIFYING, now, "back"), snapshot)
                     elif status.state == "failed":
-                        self._attempt_failed(rec, f"reboot: {status.message}", now)
+                        self._attempt_failed(rec, f"reboot: {status.message}", now, snapshot)
             elif rec.phase is P.VERIFYING:
                 self._verify(rec, snapshot)
             elif rec.phase is P.RESUMING:
@@ -600,7 +599,7 @@ class Engine:
                 if rollout is not None and rollout.state is RolloutState.HALTED:
                     new = self._transition(rec, P.FAILED, now, f"rollout halted: {rollout.reason}")
                     if not new.drained_by_us:  # its live change failed at least once
-                        self._hold_failed(new, f"{rec.last_error}; rollout halted", now)
+                        self._hold_failed(new, f"{rec.last_error}; rollout halted", now, snapshot)
                 elif now >= rec.next_attempt_at and rollout is not None:
                     # Its rollout may be over (superseded by a newer commit, or done when an admin
                     # asked for a retry): the node still finishes its target, then takes the newest.
