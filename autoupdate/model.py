@@ -161,6 +161,16 @@ class Reservation:
 
 
 @dataclass(frozen=True)
+class PendingJob:
+    """A job waiting for nodes (not held, not waiting on a dependency or a limit)."""
+
+    job_id: str
+    nodes: int  # how many whole nodes it needs (at least)
+    time_limit: float  # seconds
+    partition: str = ""  # "": any node
+
+
+@dataclass(frozen=True)
 class ClusterSnapshot:
     """Everything one control-loop tick needs to know about the cluster, read at once."""
 
@@ -168,6 +178,7 @@ class ClusterSnapshot:
     nodes: Mapping[str, NodeInfo]
     jobs: tuple[Job, ...] = ()
     reservations: tuple[Reservation, ...] = ()
+    pending: tuple[PendingJob, ...] = ()  # waiting for resources, the scheduler's first pick first
 
     def __post_init__(self) -> None:
         # Indexes built once per snapshot: the planner asks about every node every tick.
@@ -203,6 +214,11 @@ class ClusterSnapshot:
     def idle_at(self, node: str) -> float:
         """When the node is expected to be empty (now if it is; overdue jobs: now)."""
         return self._idle_at.get(node, self.taken_at)  # type: ignore[attr-defined]
+
+    @property
+    def busy_until(self) -> Mapping[str, float]:
+        """idle_at of every node that is not empty now (a node missing here is empty now)."""
+        return self._idle_at  # type: ignore[attr-defined]
 
     def reservations_on(self, node: str) -> list[Reservation]:
         """Every reservation naming this node (past, present or future)."""

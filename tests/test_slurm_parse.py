@@ -10,7 +10,7 @@ import pytest
 
 from autoupdate.adapters import slurm_parse as sp
 from autoupdate.adapters.slurm import SlurmRebooter, strip_reboot_suffix
-from autoupdate.model import ChangeClass, ClusterSnapshot, NodeBase, NodeInfo, NodePhase, NodeRecord
+from autoupdate.model import ChangeClass, ClusterSnapshot, NodeBase, NodeInfo, NodePhase, NodeRecord, PendingJob
 from autoupdate.rebooting import booted, down_after_reboot
 
 DATA = Path(__file__).parent / "data" / "slurm"
@@ -152,6 +152,32 @@ def test_newer_json_shapes():
     assert j8.end_time > 2000 + 365 * 86400  # no time limit: not idle any time soon
 
 
+# (id, priority, nodes, time limit in minutes, partition, reason): the pending jobs below.
+PENDING_JOBS = [("11", 100, 4, 60, "batch", "Priority"), ("12", 900, 60, 90, "batch", "Resources"),
+                ("13", 5000, 2, 10, "batch", "Dependency"), ("14", 800, 8, None, "a,b",
+                                                               "ReqNodeNotAvail, Reserved for maintenance"),
+                ("15", 9000, 1, 5, "batch", "JobHeldUser")]
+WAITING = (PendingJob("12", 60, 5400.0, "batch"), PendingJob("14", 8, sp.UNLIMITED_SECONDS, ""),
+           PendingJob("11", 4, 3600.0, "batch"))
+
+
+@pytest.mark.parametrize("form,parse", [
+    ("22.05 json", lambda: sp.queue_from_json(json.dumps({"jobs": [
+        {"job_id": int(i), "job_state": "PENDING", "priority": p, "node_count": n, "time_limit": lim,
+         "partition": part, "state_reason": why, "nodes": ""} for i, p, n, lim, part, why in PENDING_JOBS]}), 0)[1]),
+    ("23.02+ json", lambda: sp.queue_from_json(json.dumps({"jobs": [
+        {"job_id": int(i), "job_state": ["PENDING"], "priority": {"set": True, "number": p},
+         "node_count": {"set": True, "number": n},
+         "time_limit": {"set": lim is not None, "infinite": lim is None, "number": lim or 0},
+         "partition": part, "state_reason": why} for i, p, n, lim, part, why in PENDING_JOBS]}), 0)[1]),
+    ("squeue -o text", lambda: sp.pending_from_text("\n".join(
+        f"{i}|{p}|{n}|{'UNLIMITED' if lim is None else lim}|{part}|{why}" for i, p, n, lim, part, why in PENDING_JOBS))),
+])
+def test_jobs_waiting_for_nodes_highest_priority_first(form, parse):
+    """Held jobs and those waiting on a dependency are not waiting for nodes."""
+    assert parse() == WAITING, form
+
+
 @pytest.mark.parametrize("text", ["", "not json", "[1, 2]", '{"meta": {}}',
                                   '{"errors": [{"error": "Unable to contact slurm controller"}], "nodes": []}'])
 def test_bad_json_is_one_clear_error(text):
@@ -159,13 +185,12 @@ def test_bad_json_is_one_clear_error(text):
         sp.nodes_from_json(text)
 
 
-@pytest.mark.parametrize("text", ["garbage without fields", "1|RUNNING|x"])
-def test_bad_text_is_one_clear_error(text):
+@pytest.mark.parametrize("parse,text", [(sp.nodes_from_text, "garbage without fields"),
+                                        (lambda t: sp.jobs_from_text(t, 0), "1|RUNNING|x"),
+                                        (sp.pending_from_text, "12|900|60")])
+def test_bad_text_is_one_clear_error(parse, text):
     with pytest.raises(sp.SlurmParseError):
-        if "|" in text:
-            sp.jobs_from_text(text, 0)
-        else:
-            sp.nodes_from_text(text)
+        parse(text)
 
 
 @pytest.mark.parametrize("text,seconds", [

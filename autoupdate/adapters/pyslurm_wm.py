@@ -100,14 +100,20 @@ class PyslurmWorkloadManager:
     def snapshot(self) -> ClusterSnapshot:
         now = self.clock.time()
         nodes = {n.name: self.node_info(n) for n in _values(self._call("Nodes.load", pyslurm.Nodes.load))}
-        jobs = [j for j in (self.job(x, now) for x in _values(self._call("Jobs.load", pyslurm.Jobs.load))) if j]
+        loaded = _values(self._call("Jobs.load", pyslurm.Jobs.load))
+        jobs = [j for j in (self.job(x, now) for x in loaded) if j]
+        pending = sp.waiting_for_nodes(
+            (float(getattr(x, "priority", 0) or 0), str(x.id), getattr(x, "num_nodes", None),
+             x.time_limit * 60 if x.time_limit else None, _text(getattr(x, "partition", "")),
+             _text(getattr(x, "state_reason", ""))) for x in loaded if _text(x.state).upper() == "PENDING")
         reservations = []
         for r in _values(self._call("Reservations.load", pyslurm.Reservations.load)):
             reservations.append(Reservation(
                 name=r.name, nodes=tuple(expand(r.nodes or "")), start_time=float(r.start_time or 0),
                 end_time=float(r.end_time) if r.end_time else float("inf"),
                 flags=frozenset(str(f).upper() for f in (r.flags or ())), users=tuple(r.users or ())))
-        return ClusterSnapshot(taken_at=now, nodes=nodes, jobs=tuple(jobs), reservations=tuple(reservations))
+        return ClusterSnapshot(taken_at=now, nodes=nodes, jobs=tuple(jobs), reservations=tuple(reservations),
+                               pending=pending)
 
     # --- actions -------------------------------------------------------------------------------
     def _modify(self, nodes: Sequence[str], **changes: str) -> None:

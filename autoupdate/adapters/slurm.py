@@ -97,11 +97,13 @@ class SlurmWorkloadManager:
                                                "scontrol --json show nodes")
                 else:
                     nodes = sp.nodes_from_json(self._run("sinfo", "--json").stdout, "sinfo --json")
-                jobs = sp.jobs_from_json(self._run("squeue", "--json").stdout, now)
+                jobs, pending = sp.queue_from_json(self._run("squeue", "--json").stdout, now)
             else:
                 nodes = sp.nodes_from_text(self._run("scontrol", "-o", "show", "node").stdout)
                 jobs = sp.jobs_from_text(self._run("squeue", "-h", "-t", sp.SQUEUE_STATES,
                                                    "-o", sp.SQUEUE_FORMAT).stdout, now)
+                pending = sp.pending_from_text(self._run("squeue", "-h", "-t", "PENDING",
+                                                         "-o", sp.PENDING_FORMAT).stdout)
             if self.json_mode() and self.version >= (23, 2):
                 reservations = sp.reservations_from_json(
                     self._run("scontrol", "--json", "show", "reservations").stdout)
@@ -111,7 +113,8 @@ class SlurmWorkloadManager:
         except sp.SlurmParseError as exc:
             raise WorkloadManagerError(f"slurm: {exc}") from None
         self._note_unknown({n: i.unknown_state for n, i in nodes.items() if i.unknown_state})
-        return ClusterSnapshot(taken_at=now, nodes=nodes, jobs=tuple(jobs), reservations=tuple(reservations))
+        return ClusterSnapshot(taken_at=now, nodes=nodes, jobs=tuple(jobs), reservations=tuple(reservations),
+                               pending=pending)
 
     def _note_unknown(self, unknown: dict[str, str]) -> None:
         """Nodes in states autoupdate does not know (never touched): said when that changes, not

@@ -15,7 +15,7 @@ import time
 from datetime import datetime
 from typing import Any, Iterable, Mapping
 
-from ..model import KNOWN_FLAGS, Job, NodeBase, NodeInfo, Reservation
+from ..model import KNOWN_FLAGS, Job, NodeBase, NodeInfo, PendingJob, Reservation
 from ..nodeset import HostlistError, expand
 
 
@@ -285,13 +285,25 @@ def _job_end(start: float, end: float | None, limit_seconds: float | None, now: 
 
 
 def jobs_from_json(text: str, now: float, what: str = "squeue --json") -> list[Job]:
+    return queue_from_json(text, now, what)[0]
+
+
+def queue_from_json(text: str, now: float, what: str = "squeue --json") -> tuple[list[Job], tuple[PendingJob, ...]]:
+    """The jobs holding nodes, and those waiting for nodes (see `waiting_for_nodes`)."""
     data = load_json(text, what)
     if not isinstance(data.get("jobs"), list):
         raise SlurmParseError(f"{what}: no job list in the output")
     jobs = []
+    pending = []
     for d in data["jobs"]:
         state = d.get("job_state")
         states = state if isinstance(state, list) else [str(state or "")]
+        if "PENDING" in (s.upper() for s in states):
+            limit = number(d.get("time_limit"))
+            pending.append((number(d.get("priority")) or 0.0, str(d.get("job_id")), number(d.get("node_count")),
+                            None if limit is None else limit * 60, _text(d.get("partition")),
+                            _text(d.get("state_reason"))))
+            continue
         if not _occupying(states):
             continue
         nodes = _expand(_text(d.get("nodes")), what)
@@ -304,7 +316,24 @@ def jobs_from_json(text: str, now: float, what: str = "squeue --json") -> list[J
                         end_time=_job_end(start, timestamp(d.get("end_time")), limit_s, now),
                         name=_text(d.get("name")), user=_text(d.get("user_name")),
                         reservation=_text(d.get("resv_name"))))
-    return jobs
+    return jobs, waiting_for_nodes(pending)
+
+
+# Why a pending job waits when it waits for nodes: not held, not a dependency, not a limit.
+WAITING_REASONS = ("Resources", "Priority", "ReqNodeNotAvail")
+
+
+def waiting_for_nodes(pending: Iterable[tuple[float, str, float | None, float | None, str, str]]) -> tuple[PendingJob, ...]:
+    """(priority, id, nodes, time limit in seconds, partition, reason) -> the jobs waiting for
+    nodes, highest priority first, as the scheduler considers them."""
+    out = []
+    for priority, job_id, count, limit, partition, reason in sorted(pending, key=lambda p: -p[0]):
+        if not reason.startswith(WAITING_REASONS):
+            continue
+        limit = UNLIMITED_SECONDS if limit is None or limit == float("inf") else limit
+        # Submitted to several partitions: it may run in any of them.
+        out.append(PendingJob(job_id, max(1, int(count or 1)), limit, "" if "," in partition else partition))
+    return tuple(out)
 
 
 # squeue text format: fixed fields first, the free-text job name last (it may hold anything).
@@ -312,15 +341,29 @@ SQUEUE_FORMAT = "%i|%T|%S|%e|%l|%u|%v|%N|%j"
 SQUEUE_STATES = "RUNNING,COMPLETING,SUSPENDED,CONFIGURING,STOPPED,RESIZING,SIGNALING,STAGE_OUT"
 
 
-def jobs_from_text(text: str, now: float) -> list[Job]:
-    jobs = []
+PENDING_FORMAT = "%i|%Q|%D|%l|%P|%r"
+
+
+def _squeue_rows(text: str, fields: int) -> Iterable[list[str]]:
+    """The lines of `squeue -h -o` with `fields` fields split on "|" (the last may hold "|")."""
     for line in text.splitlines():
         if not line.strip():
             continue
-        parts = line.split("|", 8)
-        if len(parts) != 9:
+        parts = line.split("|", fields - 1)
+        if len(parts) != fields:
             raise SlurmParseError(f"squeue: unexpected line {line[:120]!r}")
-        job_id, state, start, end, limit, user, resv, nodelist, name = parts
+        yield parts
+
+
+def pending_from_text(text: str) -> tuple[PendingJob, ...]:
+    """`squeue -h -t PENDING -o PENDING_FORMAT`."""
+    return waiting_for_nodes((number(priority) or 0.0, job_id, number(count), duration(limit), partition, reason)
+                             for job_id, priority, count, limit, partition, reason in _squeue_rows(text, 6))
+
+
+def jobs_from_text(text: str, now: float) -> list[Job]:
+    jobs = []
+    for job_id, state, start, end, limit, user, resv, nodelist, name in _squeue_rows(text, 9):
         if not _occupying([state]):
             continue
         nodes = _expand(nodelist, "squeue")

@@ -24,10 +24,11 @@ from ..ports import AdapterError, RebootStatus
 from ..safety import IN_FLIGHT, Budget, SafetyLists, held_by_others, read_pause
 from ..store import Store
 from . import phases
+from .head_job import give_way
 from .planner import select
 from .reboot_clock import RebootClock
 from .rollout import choose_canaries, next_state, stage_allows, waves_start
-from .slots import Hold, our_slots, plan as plan_slots, reservation_name
+from .slots import Hold, our_slots, plan as plan_slots, reservation_name, with_away
 from .units import Units
 
 log = structlog.get_logger("autoupdate.engine")
@@ -328,10 +329,11 @@ class Engine:
             self._collect_work(records, snapshot, now)
             records = self.store.records()
             hold = self._slot_hold(rollout, records, snapshot, now, pause)
-            self._advance(records, snapshot, now, report, hold)
+            away = self._give_way(records, snapshot)
+            self._advance(records, snapshot, now, report, with_away(hold, away))
             records = self.store.records()
             if rollout is not None:  # paused: nothing starts, and slots about to open move back
-                self._start_new(rollout, records, snapshot, now, report, hold, pause.paused)
+                self._start_new(rollout, records, snapshot, now, report, hold, pause.paused, away)
             self._lifecycle(now)
             self._note_held(report)
             report.look_again_at = self._look_again(records, now)
@@ -733,12 +735,20 @@ class Engine:
             return None
         return hold
 
+    def _give_way(self, records: Mapping[str, NodeRecord], snapshot: ClusterSnapshot) -> dict[str, tuple[float, str]]:
+        """Our nodes that keep out of the head job's way (head_job.py): node -> (until, why)."""
+        if self.settings.rollout.drain_strategy != "reservation":
+            return {}
+        way = give_way(snapshot, records, self.settings.rollout.reservation_seconds)
+        return {n: (way.until, way.why) for n in way.nodes} if way else {}
+
     def _horizon(self) -> float:
         """A slot opening this soon is committed: the next tick may come too late to move it."""
         return 2 * self.settings.control.poll_interval
 
     def _start_new(self, rollout: Rollout, records: Mapping[str, NodeRecord], snapshot: ClusterSnapshot,
-                   now: float, report: TickReport, hold: Hold | None, paused: bool = False) -> None:
+                   now: float, report: TickReport, hold: Hold | None, paused: bool = False,
+                   away: Mapping[str, tuple[float, str]] | None = None) -> None:
         pending = [r for r in records.values() if r.phase is P.PENDING and r.rollout_id == rollout.id]
         reserving = self.settings.rollout.drain_strategy == "reservation"
         slotted = [r for r in records.values() if reserving and r.phase is P.DRAINING and r.rollout_id == rollout.id
@@ -762,7 +772,7 @@ class Engine:
             return held
 
         if reserving:
-            pending = self._start_slots(pending, slotted, records, snapshot, budget, now, report, gate, hold)
+            pending = self._start_slots(pending, slotted, records, snapshot, budget, now, report, gate, hold, away)
         sel = select(pending, snapshot, budget, in_flight, self.settings.rollout.max_in_flight, gate,
                      group=self.units.grouper(pending, records))
         report.waiting.update(sel.waiting)
@@ -783,7 +793,7 @@ class Engine:
     def _start_slots(self, pending: list[NodeRecord], slotted: list[NodeRecord],
                      records: Mapping[str, NodeRecord], snapshot: ClusterSnapshot, budget: Budget, now: float,
                      report: TickReport, gate: Callable[[NodeRecord], str | None],
-                     hold: Hold | None) -> list[NodeRecord]:
+                     hold: Hold | None, away: Mapping[str, tuple[float, str]] | None) -> list[NodeRecord]:
         """drain_strategy reservation (slots.py): DRAIN nodes get maintenance slots, moved earlier
         when their jobs end early. Returns the other (HOT) records, for select()."""
         fresh = []
@@ -796,7 +806,7 @@ class Engine:
         fresh += [r for r in slotted if not r.action_done]  # reservation never placed (restart): again
         rs = self.settings.rollout
         sp = plan_slots(fresh, [r for r in slotted if r.action_done], records, snapshot, budget, self._slots,
-                        rs.reservation_seconds, self._horizon(), hold)
+                        rs.reservation_seconds, self._horizon(), hold, away)
         report.waiting.update(sp.waiting)
         to_drain: dict[str, list[str]] = {}
         with self.store.batch():  # every new slot persisted (one transaction) before any is placed

@@ -45,18 +45,34 @@ class SlotPlan:
 Hold = Callable[[NodeRecord], "tuple[float, str] | None"]  # (not before, why) or None: no hold
 
 
+def with_away(hold: Hold | None, away: Mapping[str, tuple[float, str]]) -> Hold | None:
+    """`hold`, and for the nodes in `away` (node -> (not before, why)) the later of the two."""
+    if not away:
+        return hold
+
+    def held(rec: NodeRecord) -> tuple[float, str] | None:
+        h, a = hold(rec) if hold else None, away.get(rec.node)
+        return a if a and (h is None or h[0] < a[0]) else h
+    return held
+
+
 def plan(candidates: Sequence[NodeRecord], waiting: Sequence[NodeRecord], records: Mapping[str, NodeRecord],
          snapshot: ClusterSnapshot, budget: Budget, slots: Mapping[str, float], length: float,
-         horizon: float, hold: Hold | None = None) -> SlotPlan:
+         horizon: float, hold: Hold | None = None, away: Mapping[str, tuple[float, str]] | None = None) -> SlotPlan:
     """Slots for new candidates, moves for nodes waiting for theirs.
 
     `budget` counts the nodes out of service now (waiting nodes are in service). `horizon`: a
     slot opening within it is committed (the next tick may come too late to move it), so it
     must fit the budget as the cluster is now, counting every node now out as staying out.
     `hold(record)`: (time, why) before which that node's slot may not open, or None (hold None:
-    nothing holds any node, the common case at 10,000 nodes).
+    nothing holds any node, the common case at 10,000 nodes). `away`: node -> (time, why), a
+    hold on a few nodes that also moves their slots not about to open (the head job's nodes,
+    see head_job.py: a later slot is in its way too).
     """
     now = snapshot.taken_at
+    away = away or {}
+    held_slots = slots.items() if hold else [(n, slots[n]) for n in away if n in slots]
+    hold = with_away(hold, away)
     out = dict(budget.used)
     result = SlotPlan()
     future = {n: s for n, s in slots.items() if s > now and records.get(n) is not None
@@ -80,12 +96,13 @@ def plan(candidates: Sequence[NodeRecord], waiting: Sequence[NodeRecord], record
     #    end of its hold, with the new nodes. The others must fit as things are now, else they
     #    move back.
     replan: list[NodeRecord] = []
-    for node, s in slots.items() if hold else ():
+    for node, s in held_slots:
         r, info = records.get(node), snapshot.nodes.get(node)
-        if r is None or r.phase is not NodePhase.DRAINING or s > now + horizon or info is None or info.drained:
+        if r is None or r.phase is not NodePhase.DRAINING or info is None or info.drained \
+                or s > now + horizon and node not in away:
             continue
         held = hold(r)
-        if held and held[0] > now:
+        if held and held[0] > now and (s <= now + horizon or s < held[0]):
             future.pop(node, None)
             replan.append(r)
             result.waiting[node] = f"{held[1]}: slot moved back"

@@ -18,7 +18,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
-from ..model import ClusterSnapshot, Job, NodeBase, NodeInfo, NodeRecord, Reservation
+from ..model import ClusterSnapshot, Job, NodeBase, NodeInfo, NodeRecord, PendingJob, Reservation
 from ..nodeset import expand
 from ..ports import ApplyResult, RebootStatus, WorkloadManagerError
 from ..rebooting import booted
@@ -414,7 +414,14 @@ class SimCluster:
                         cache[n.name] = self._info(n)
             infos = {n: cache[n] for n in self.nodes}
             return ClusterSnapshot(taken_at=now, nodes=infos, jobs=tuple(self._views.values()),
-                                   reservations=tuple(self.reservations.values()))
+                                   reservations=tuple(self.reservations.values()), pending=self._head())
+
+    def _head(self) -> tuple[PendingJob, ...]:
+        """The first job in the queue, as Slurm lists the job its backfill plans for first."""
+        if not self.queue:
+            return ()
+        job = self.queue[0]
+        return (PendingJob(job.job_id, -(-self.cores_needed(job) // self.cores_per_node), job.limit),)
 
     def _info(self, n: SimNode) -> NodeInfo:
         flags: set[str] = set()

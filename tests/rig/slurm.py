@@ -269,8 +269,10 @@ class SlurmRig:
         return self.run(["scontrol", *args]).stdout
 
     def submit(self, argv: Sequence[str] | str, nodes: str | Sequence[str] | None = None,
-               time_limit: str = "10", name: str = "rigjob", partition: str | None = None) -> str:
-        """sbatch a command (argv list or shell text); returns the job id."""
+               time_limit: str = "10", name: str = "rigjob", partition: str | None = None,
+               exclusive: bool = False) -> str:
+        """sbatch a command (argv list or shell text); returns the job id. Jobs share nodes
+        unless `exclusive`."""
         script = argv if isinstance(argv, str) else " ".join(_quote(a) for a in argv)
         cmd = ["sbatch", "--parsable", f"--job-name={name}", f"--time={time_limit}",
                f"--chdir={self.dir}/jobs", f"--output={self.dir}/jobs/%j.out", "--wrap", script]
@@ -279,6 +281,8 @@ class SlurmRig:
             cmd[1:1] = [f"--nodelist={nodes}", f"--nodes={len(NodeSet(nodes))}"]
         if partition:
             cmd.insert(1, f"--partition={partition}")
+        if exclusive:
+            cmd.insert(1, "--exclusive")
         return self.run(cmd).stdout.strip().split(";")[0]
 
     def job_state(self, job_id: str) -> str:
