@@ -237,6 +237,32 @@ def test_reservation_strategy_slots_the_waves_while_the_canary_runs_and_opens_th
     assert all(recs[n].phase is NodePhase.DONE and rig.booted(n) == sha for n in rig.nodes)
 
 
+def test_reservation_strategy_gives_way_to_a_wide_job_waiting_for_nodes(tmp_path, slurm_rig):
+    """A 3-node job waits for three short jobs; the rollout cannot end before a longer job on the
+    fourth node anyway. The slots of the three move out of the wide job's way: it starts as soon
+    as the short jobs end, and only then are its nodes drained (head_job.py)."""
+    rig = slurm_rig
+    h = RolloutHarness(tmp_path, rig, nodes={"canaries": ""},
+                       rollout={"canary_count": 0, "max_unavailable": 4, "drain_strategy": "reservation",
+                                "reservation_seconds": 60})
+    h.baseline()
+    wave, last = rig.nodes[:3], rig.nodes[3]
+    short = [rig.submit(["sleep", "15"], nodes=n, time_limit="1", exclusive=True) for n in wave]
+    long = rig.submit(["sleep", "50"], nodes=last, time_limit="4", exclusive=True)
+    for job in [*short, long]:
+        rig.wait_job(job, {"RUNNING"})
+    wide = rig.submit(["sleep", "5"], nodes=wave, time_limit="1", exclusive=True)
+    sha = h.commit("kernel/version", "9", "kernel")
+    assert h.run(150) == 0, h.tail()
+    assert all(rig.job_state(j) == "COMPLETED" for j in [*short, long, wide])
+    wide_start = text_time(rig.job_info(wide)["StartTime"])
+    drained = {row["node"]: row["at"] for row in h.history() if row.get("to_phase") == "drained"}
+    assert wide_start is not None and all(drained[n] >= wide_start for n in wave), (wide_start, drained)
+    recs = h.records()
+    assert all(recs[n].phase is NodePhase.DONE and rig.booted(n) == sha for n in rig.nodes)
+    assert "No reservations" in rig.scontrol("-o", "show", "reservation")
+
+
 def test_a_node_back_from_its_reboot_is_noticed_when_due_not_at_the_next_poll(tmp_path, slurm_rig):
     # A 15 s poll, one node at a time. The canary's reboot teaches how long a reboot takes here
     # (from Slurm's BootTime); each wave node is then looked at when it is due back and every

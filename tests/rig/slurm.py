@@ -73,6 +73,20 @@ def _wait(predicate, timeout: float, what: str, interval: float = 0.1):
         time.sleep(interval)
 
 
+
+def _fields(line: str) -> dict[str, str]:
+    """`scontrol -o show ...` Key=Value words (Reason= may contain spaces: words without '=' are
+    glued on to the value before them)."""
+    fields: dict[str, str] = {}
+    key = None
+    for word in line.split():
+        if "=" in word and word.split("=", 1)[0].isalnum():
+            key, value = word.split("=", 1)
+            fields[key] = value
+        elif key:
+            fields[key] += " " + word
+    return fields
+
 class SlurmRig:
     def __init__(self, directory: str | os.PathLike, n_nodes: int = 4, *, prefix: str = "node",
                  partitions: Mapping[str, str] | None = None, reboot_delay: float = 0.3,
@@ -285,12 +299,12 @@ class SlurmRig:
             cmd.insert(1, "--exclusive")
         return self.run(cmd).stdout.strip().split(";")[0]
 
+    def job_info(self, job_id: str) -> dict[str, str]:
+        """`scontrol -o show job` fields ({} once Slurm forgot the job)."""
+        return _fields(self.run(["scontrol", "-o", "show", "job", str(job_id)], check=False).stdout)
+
     def job_state(self, job_id: str) -> str:
-        cp = self.run(["scontrol", "-o", "show", "job", str(job_id)], check=False)
-        for word in cp.stdout.split():
-            if word.startswith("JobState="):
-                return word.split("=", 1)[1]
-        return "UNKNOWN"
+        return self.job_info(job_id).get("JobState", "UNKNOWN")
 
     def wait_job(self, job_id: str, states: Iterable[str], timeout: float = 60.0) -> str:
         states = set(states)
@@ -312,15 +326,7 @@ class SlurmRig:
         return out
 
     def node_info(self, node: str) -> dict[str, str]:
-        line = self.run(["scontrol", "-o", "show", "node", node]).stdout
-        fields, key = {}, None
-        for word in line.split():  # Reason= may contain spaces: glue words without '=' on
-            if "=" in word and word.split("=", 1)[0].isalnum():
-                key, value = word.split("=", 1)
-                fields[key] = value
-            elif key:
-                fields[key] += " " + word
-        return fields
+        return _fields(self.run(["scontrol", "-o", "show", "node", node]).stdout)
 
     def wait_nodes_state(self, states: set[str], nodes: Iterable[str] | None = None,
                          timeout: float = 60.0) -> dict[str, str]:
