@@ -160,6 +160,7 @@ def status_data(settings: Settings) -> dict:
             "failed": sorted((r.node, r.last_error) for r in records.values() if r.phase is NodePhase.FAILED),
             **_service_status(settings, rollout, records),
             "held": json.loads(store.get_meta("held") or "{}"),
+            "giving_way": json.loads(store.get_meta("giving_way") or "{}"),
         }
     finally:
         store.close()
@@ -198,6 +199,9 @@ def status(ctx: click.Context, as_json: bool) -> None:
         t.add_row("failed", f"{node}: {err}")
     for why in sorted(set(data["held"].values())):
         t.add_row("not touched", f"{fold(n for n, w in data['held'].items() if w == why)}: {why}")
+    way = data.get("giving_way")
+    if way:
+        t.add_row("giving way", f"{fold(way['nodes'])}: {way['why']}; their slots after {_ts(way['until'])}")
     con.print(t)
 
 

@@ -11,6 +11,7 @@ from autoupdate.cli import cli
 from autoupdate.config import load_config
 from autoupdate.daemon import Service
 from autoupdate.model import NodePhase
+from autoupdate.store import Store
 from rig.service import Setup
 
 KERNEL = "roles/kernel/tasks/main.yml"
@@ -56,6 +57,22 @@ def test_status_json(rolled):
     assert data["windows"]["drain"]["state"] == "open" and data["windows"]["hot"]["state"] == "open"
     assert [n for n, _ in data["failed"]] == ["node05"]
     assert data["paused"] is False
+
+
+def test_status_shows_nodes_giving_way_to_the_head_job(rolled):
+    """What the engine records while it gives way (engine/head_job.py), as status shows it."""
+    store = Store(rolled.root / "state" / "state.db")
+    way = {"why": "giving way to job 42 (3 nodes, planned to start in 600s)", "until": 1.7e9,
+           "nodes": ["node01", "node02", "node03"]}
+    try:
+        store.set_meta("giving_way", json.dumps(way))
+        assert json.loads(invoke(rolled, "status", "--json").output)["giving_way"] == way
+        text = invoke(rolled, "status").output
+        assert "giving way" in text and "node[01-03]: giving way to job 42" in text, text
+    finally:
+        store.set_meta("giving_way", "{}")
+        store.close()
+    assert "giving way" not in invoke(rolled, "status").output
 
 
 def test_status_shows_pause_and_closed_window(rolled, tmp_path):

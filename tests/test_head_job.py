@@ -8,6 +8,7 @@ import math
 
 import pytest
 
+from autoupdate.cli import status_data
 from autoupdate.engine.head_job import give_way, planned_start
 from autoupdate.engine.slots import plan, reservation_name
 from autoupdate.model import (ChangeClass as C, ClusterSnapshot, Job, NodeBase, NodeInfo, NodePhase as P, NodeRecord,
@@ -132,6 +133,13 @@ def test_the_engine_gives_way_to_a_wide_job_only_when_it_costs_no_time(tmp_path,
     wide = SimJob(kit.cluster.new_job_id(), 7, 1500, 1800, t0)
     kit.cluster.submit(wide)
     target = kit.commit({"drain/k": "2"})
+    kit.step()
+    way = status_data(kit.settings)["giving_way"]  # what `autoupdate status` shows
+    if head_first:
+        assert way["nodes"] == [f"n0{i}" for i in range(1, 8)] and f"job {wide.job_id}" in way["why"], way
+        assert way["until"] == t0 + 600 + 1800, way  # its planned start + its time limit
+    else:
+        assert way == {}, way
     out_before_it_started, said = set(), set()
 
     def watch():

@@ -24,7 +24,7 @@ from ..ports import AdapterError, RebootStatus
 from ..safety import IN_FLIGHT, Budget, SafetyLists, held_by_others, read_pause
 from ..store import Store
 from . import phases
-from .head_job import give_way
+from .head_job import GiveWay, give_way
 from .planner import select
 from .reboot_clock import RebootClock
 from .rollout import choose_canaries, next_state, stage_allows, waves_start
@@ -329,7 +329,10 @@ class Engine:
             self._collect_work(records, snapshot, now)
             records = self.store.records()
             hold = self._slot_hold(rollout, records, snapshot, now, pause)
-            away = self._give_way(records, snapshot)
+            way = give_way(snapshot, records, self.settings.rollout.reservation_seconds) \
+                if self.settings.rollout.drain_strategy == "reservation" else None
+            self._note_way(way)
+            away = {n: (way.until, way.why) for n in way.nodes} if way else {}
             self._advance(records, snapshot, now, report, with_away(hold, away))
             records = self.store.records()
             if rollout is not None:  # paused: nothing starts, and slots about to open move back
@@ -350,6 +353,17 @@ class Engine:
         for why in sorted(set(new.values())):
             nodes = tuple(sorted(n for n, w in new.items() if w == why))
             self.emit("node.held", f"not touching {fold(nodes)}: {why}", nodes=nodes)
+
+    def _note_way(self, way: GiveWay | None) -> None:
+        """Giving way to the head job (head_job.py): logged when it changes, shown by status.
+        Not a notification: it changes with the queue, many times a day."""
+        text = json.dumps({"why": way.why, "until": way.until, "nodes": sorted(way.nodes)} if way else {})
+        if text == (self.store.get_meta("giving_way") or "{}"):
+            return
+        self.store.set_meta("giving_way", text)
+        if way:
+            log.info("giving way to the job at the head of the queue", why=way.why, nodes=fold(way.nodes),
+                     until=round(way.until))
 
     def _note_pause(self, pause) -> None:
         if self._paused_seen is not None and pause.paused != self._paused_seen:
@@ -734,13 +748,6 @@ class Engine:
                 return waves, stage_allows(rollout, rec) or "waiting for the canaries"
             return None
         return hold
-
-    def _give_way(self, records: Mapping[str, NodeRecord], snapshot: ClusterSnapshot) -> dict[str, tuple[float, str]]:
-        """Our nodes that keep out of the head job's way (head_job.py): node -> (until, why)."""
-        if self.settings.rollout.drain_strategy != "reservation":
-            return {}
-        way = give_way(snapshot, records, self.settings.rollout.reservation_seconds)
-        return {n: (way.until, way.why) for n in way.nodes} if way else {}
 
     def _horizon(self) -> float:
         """A slot opening this soon is committed: the next tick may come too late to move it."""
