@@ -156,9 +156,9 @@ def test_newer_json_shapes():
 PENDING_JOBS = [("11", 100, 4, 60, "batch", "Priority"), ("12", 900, 60, 90, "batch", "Resources"),
                 ("13", 5000, 2, 10, "batch", "Dependency"), ("14", 800, 8, None, "a,b",
                                                                "ReqNodeNotAvail, Reserved for maintenance"),
-                ("15", 9000, 1, 5, "batch", "JobHeldUser")]
+                ("15", 9000, 1, 5, "batch", "JobHeldUser"), ("16", 50, 2, 30, "batch", "None")]
 WAITING = (PendingJob("12", 60, 5400.0, "batch"), PendingJob("14", 8, sp.UNLIMITED_SECONDS, ""),
-           PendingJob("11", 4, 3600.0, "batch"))
+           PendingJob("11", 4, 3600.0, "batch"), PendingJob("16", 2, 1800.0, "batch"))
 
 
 @pytest.mark.parametrize("form,parse", [
@@ -174,7 +174,8 @@ WAITING = (PendingJob("12", 60, 5400.0, "batch"), PendingJob("14", 8, sp.UNLIMIT
         f"{i}|{p}|{n}|{'UNLIMITED' if lim is None else lim}|{part}|{why}" for i, p, n, lim, part, why in PENDING_JOBS))),
 ])
 def test_jobs_waiting_for_nodes_highest_priority_first(form, parse):
-    """Held jobs and those waiting on a dependency are not waiting for nodes."""
+    """Held jobs and those waiting on a dependency are not waiting for nodes; one just submitted
+    (no reason yet) is."""
     assert parse() == WAITING, form
 
 

@@ -329,14 +329,14 @@ class Engine:
             self._collect_work(records, snapshot, now)
             records = self.store.records()
             hold = self._slot_hold(rollout, records, snapshot, now, pause)
-            way = give_way(snapshot, records, self.settings.rollout.reservation_seconds) \
+            way = give_way(snapshot, records, now + self._horizon()) \
                 if self.settings.rollout.drain_strategy == "reservation" else None
             self._note_way(way)
             away = {n: (way.until, way.why) for n in way.nodes} if way else {}
             self._advance(records, snapshot, now, report, with_away(hold, away))
             records = self.store.records()
             if rollout is not None:  # paused: nothing starts, and slots about to open move back
-                self._start_new(rollout, records, snapshot, now, report, hold, pause.paused, away)
+                self._start_new(rollout, records, snapshot, now, report, hold, away, pause.paused)
             self._lifecycle(now)
             self._note_held(report)
             report.look_again_at = self._look_again(records, now)
@@ -754,8 +754,8 @@ class Engine:
         return 2 * self.settings.control.poll_interval
 
     def _start_new(self, rollout: Rollout, records: Mapping[str, NodeRecord], snapshot: ClusterSnapshot,
-                   now: float, report: TickReport, hold: Hold | None, paused: bool = False,
-                   away: Mapping[str, tuple[float, str]] | None = None) -> None:
+                   now: float, report: TickReport, hold: Hold | None, away: Mapping[str, tuple[float, str]],
+                   paused: bool = False) -> None:
         pending = [r for r in records.values() if r.phase is P.PENDING and r.rollout_id == rollout.id]
         reserving = self.settings.rollout.drain_strategy == "reservation"
         slotted = [r for r in records.values() if reserving and r.phase is P.DRAINING and r.rollout_id == rollout.id

@@ -6,14 +6,14 @@ minutes, and so does one whose maintenance slot overlaps the job's time limit. W
 the job's planned start, backfill fills the gap with jobs that end before the new start, and
 the wide job waits many hours more (bench/: KTH, a 60-node job planned 1 h ahead waited 14 h).
 
-So the slots of our nodes that job counts on move out of its way, to after its time limit,
-when all of these hold:
+So the slots of our nodes that job counts on move out of its way, to after its time limit
+(where Slurm still runs jobs on them that end before), when all of these hold:
 - it needs them (its spare nodes, more than it needs, still go: canaries first);
 - taking them would delay it by more than its own time limit, the most that waiting can cost
   the rollout on those nodes;
 - the rollout cannot end before then anyway: one of its nodes is busy until later;
-- it is not only our slots that keep it from starting within one slot (then the slots go
-  first: it waits a slot or two).
+- it is not only our slots opening now that keep it from starting (those nodes are on their
+  way out: they go first, it waits a slot or two).
 Decided again every tick: once it has started, the nodes it did not take get their slots.
 """
 from __future__ import annotations
@@ -113,9 +113,9 @@ def _later(snapshot: ClusterSnapshot, records: Mapping[str, NodeRecord], t: floa
                for n, r in records.items())
 
 
-def give_way(snapshot: ClusterSnapshot, records: Mapping[str, NodeRecord], length: float = 0) -> GiveWay | None:
+def give_way(snapshot: ClusterSnapshot, records: Mapping[str, NodeRecord], committed: float = 0.0) -> GiveWay | None:
     """Which of our waiting nodes keep clear of the head job, and until when; None: none.
-    `length`: how long a maintenance slot lasts."""
+    `committed`: slots opening before then are under way (slots.plan's horizon)."""
     if not snapshot.pending:
         return None
     job, now = snapshot.pending[0], snapshot.taken_at
@@ -133,9 +133,9 @@ def give_way(snapshot: ClusterSnapshot, records: Mapping[str, NodeRecord], lengt
     # taking them would delay the job by more than that.
     if not keep or _start(nodes, job, now, keep)[0] - start <= job.time_limit:
         return None
-    # Only our slots keep it from starting (nearly) now: they go first, it waits a slot or two.
-    if start < now + length and sum(_clear(start, job.time_limit, [r for r in snapshot.reservations_on(n) if r.ours])
-                                    for n in free) < job.nodes:
+    # Only our slots opening now keep it from starting: they go first, it waits a slot or two.
+    if sum(_clear(start, job.time_limit, [r for r in snapshot.reservations_on(n) if r.ours and r.start_time < committed])
+           for n in free) < job.nodes:
         return None
     why = f"giving way to job {job.job_id} ({job.nodes} nodes, planned to start in {start - now:.0f}s)"
     return GiveWay(until, why, keep)
