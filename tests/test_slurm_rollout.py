@@ -70,7 +70,8 @@ def test_hot_change_is_applied_without_draining(tmp_path, slurm_rig):
     recs = h.records()
     for node in rig.nodes:
         assert recs[node].phase is NodePhase.DONE and rig.booted(node) == sha
-        assert rig.node_info(node)["BootTime"] == boots[node]  # no reboot
+        # No reboot. Slurm derives BootTime from slurmd's uptime each time it registers: +-1 s.
+        assert abs(text_time(rig.node_info(node)["BootTime"]) - text_time(boots[node])) <= 2, node
     assert sampler.out_of_service() == 0  # never drained
     assert rig.job_state(job) == "RUNNING"  # the job went on meanwhile
 
@@ -254,7 +255,9 @@ def test_reservation_strategy_gives_way_to_a_wide_job_waiting_for_nodes(tmp_path
     wide = rig.submit(["sleep", "5"], nodes=wave, time_limit="1", exclusive=True)
     sha = h.commit("kernel/version", "9", "kernel")
     assert h.run(150) == 0, h.tail()
-    assert all(rig.job_state(j) == "COMPLETED" for j in [*short, long, wide])
+    states = {j: rig.wait_job(j, {"COMPLETED", "FAILED", "CANCELLED", "NODE_FAIL", "TIMEOUT"})
+              for j in [*short, long, wide]}
+    assert set(states.values()) == {"COMPLETED"}, (states, wide, h.tail())  # none killed
     wide_start = text_time(rig.job_info(wide)["StartTime"])
     drained = {row["node"]: row["at"] for row in h.history() if row.get("to_phase") == "drained"}
     assert wide_start is not None and all(drained[n] >= wide_start for n in wave), (wide_start, drained)

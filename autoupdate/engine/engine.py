@@ -332,7 +332,10 @@ class Engine:
             way = give_way(snapshot, records, now + self._horizon()) \
                 if self.settings.rollout.drain_strategy == "reservation" else None
             self._note_way(way)
-            away = {n: (way.until, way.why) for n in way.nodes} if way else {}
+            # One slot past the job's end: its planned start may slip (a job that could start now
+            # waits for Slurm's next scheduling pass) without our slots chasing it into its way.
+            slack = self.settings.rollout.reservation_seconds
+            away = {n: (way.until + slack, way.why) for n in way.nodes} if way else {}
             self._advance(records, snapshot, now, report, with_away(hold, away))
             records = self.store.records()
             if rollout is not None:  # paused: nothing starts, and slots about to open move back
@@ -357,10 +360,11 @@ class Engine:
     def _note_way(self, way: GiveWay | None) -> None:
         """Giving way to the head job (head_job.py): logged when it changes, shown by status.
         Not a notification: it changes with the queue, many times a day."""
-        text = json.dumps({"why": way.why, "until": way.until, "nodes": sorted(way.nodes)} if way else {})
-        if text == (self.store.get_meta("giving_way") or "{}"):
-            return
-        self.store.set_meta("giving_way", text)
+        previous = json.loads(self.store.get_meta("giving_way") or "{}")
+        if (previous.get("job"), previous.get("nodes")) == ((way.job, sorted(way.nodes)) if way else (None, None)):
+            return  # the same job and nodes: its planned start moving is not news
+        self.store.set_meta("giving_way", json.dumps(
+            {"job": way.job, "why": way.why, "until": way.until, "nodes": sorted(way.nodes)} if way else {}))
         if way:
             log.info("giving way to the job at the head of the queue", why=way.why, nodes=fold(way.nodes),
                      until=round(way.until))

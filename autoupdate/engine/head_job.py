@@ -7,7 +7,8 @@ the job's planned start, backfill fills the gap with jobs that end before the ne
 the wide job waits many hours more (bench/: KTH, a 60-node job planned 1 h ahead waited 14 h).
 
 So the slots of our nodes that job counts on move out of its way, to after its time limit
-(where Slurm still runs jobs on them that end before), when all of these hold:
+(the engine adds one slot length; Slurm still runs jobs there that end before), when all of
+these hold:
 - it needs them (its spare nodes, more than it needs, still go: canaries first);
 - taking them would delay it by more than its own time limit, the most that waiting can cost
   the rollout on those nodes;
@@ -29,6 +30,7 @@ from ..model import ChangeClass, ClusterSnapshot, NodeBase, NodeInfo, NodePhase,
 
 @dataclass(frozen=True)
 class GiveWay:
+    job: str
     until: float  # the head job's planned start + its time limit
     why: str
     nodes: frozenset[str]  # ours that wait until then
@@ -137,5 +139,4 @@ def give_way(snapshot: ClusterSnapshot, records: Mapping[str, NodeRecord], commi
     if sum(_clear(start, job.time_limit, [r for r in snapshot.reservations_on(n) if r.ours and r.start_time < committed])
            for n in free) < job.nodes:
         return None
-    why = f"giving way to job {job.job_id} ({job.nodes} nodes, planned to start in {start - now:.0f}s)"
-    return GiveWay(until, why, keep)
+    return GiveWay(job.job_id, until, f"giving way to job {job.job_id} ({job.nodes} nodes)", keep)
