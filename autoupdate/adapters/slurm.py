@@ -1,9 +1,10 @@
 """WorkloadManager over Slurm's commands (scontrol, sinfo, squeue), through autoupdate.proc only.
 
-A snapshot costs three commands whatever the cluster size: nodes (sinfo --json on 22.x,
-scontrol --json show nodes from 23.02, else scontrol -o show node), running jobs (squeue --json,
-else squeue -o) and reservations (scontrol -o show reservation). Actions take node lists and
-issue one command each, with the list folded into a hostlist.
+A snapshot costs three commands whatever the cluster size (four with text output): nodes
+(sinfo --json on 22.x, scontrol --json show nodes from 23.02, else scontrol -o show node), jobs
+running and pending (squeue --json, else two squeue -o) and reservations (scontrol -o show
+reservation). Actions take node lists and issue one command each, with the list folded into a
+hostlist.
 
 What Slurm does on `scontrol reboot ASAP nextstate=...` (measured on 22.05, see README "Slurm"):
     IDLE+DRAIN+REBOOT_REQUESTED -> DOWN+DRAIN+REBOOT_ISSUED -> (new BootTime)
