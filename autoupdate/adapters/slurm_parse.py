@@ -328,8 +328,8 @@ def waiting_for_nodes(pending: Iterable[tuple[float, str, float | None, float | 
     nodes, highest priority first, as the scheduler considers them."""
     out = []
     for priority, job_id, count, limit, partition, reason in sorted(pending, key=lambda p: -p[0]):
-        if reason not in ("", "None") and not reason.startswith(WAITING_REASONS):
-            continue  # no reason yet: just submitted, not looked at by the scheduler
+        if reason not in ("", "None") and not reason.startswith(WAITING_REASONS):  # none: just submitted
+            continue
         limit = UNLIMITED_SECONDS if limit is None or limit == float("inf") else limit
         # Submitted to several partitions: it may run in any of them.
         out.append(PendingJob(job_id, max(1, int(count or 1)), limit, "" if "," in partition else partition))

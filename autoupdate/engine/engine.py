@@ -329,13 +329,7 @@ class Engine:
             self._collect_work(records, snapshot, now)
             records = self.store.records()
             hold = self._slot_hold(rollout, records, snapshot, now, pause)
-            way = give_way(snapshot, records, now + self._horizon()) \
-                if self.settings.rollout.drain_strategy == "reservation" else None
-            self._note_way(way)
-            # One slot past the job's end: its planned start may slip (a job that could start now
-            # waits for Slurm's next scheduling pass) without our slots chasing it into its way.
-            slack = self.settings.rollout.reservation_seconds
-            away = {n: (way.until + slack, way.why) for n in way.nodes} if way else {}
+            away = self._give_way(records, snapshot, now)
             self._advance(records, snapshot, now, report, with_away(hold, away))
             records = self.store.records()
             if rollout is not None:  # paused: nothing starts, and slots about to open move back
@@ -356,6 +350,16 @@ class Engine:
         for why in sorted(set(new.values())):
             nodes = tuple(sorted(n for n, w in new.items() if w == why))
             self.emit("node.held", f"not touching {fold(nodes)}: {why}", nodes=nodes)
+
+    def _give_way(self, records: Mapping[str, NodeRecord], snapshot: ClusterSnapshot,
+                  now: float) -> dict[str, tuple[float, str]]:
+        """Our nodes that keep out of the head job's way (head_job.py): node -> (not before, why)."""
+        rs = self.settings.rollout
+        way = give_way(snapshot, records, now + self._horizon()) if rs.drain_strategy == "reservation" else None
+        self._note_way(way)
+        # One slot past the job's end: its planned start may slip (a job that could start now
+        # waits for Slurm's next scheduling pass) without our slots chasing it into its way.
+        return {n: (way.until + rs.reservation_seconds, way.why) for n in way.nodes} if way else {}
 
     def _note_way(self, way: GiveWay | None) -> None:
         """Giving way to the head job (head_job.py): logged when it changes, shown by status.
@@ -804,7 +808,7 @@ class Engine:
     def _start_slots(self, pending: list[NodeRecord], slotted: list[NodeRecord],
                      records: Mapping[str, NodeRecord], snapshot: ClusterSnapshot, budget: Budget, now: float,
                      report: TickReport, gate: Callable[[NodeRecord], str | None],
-                     hold: Hold | None, away: Mapping[str, tuple[float, str]] | None) -> list[NodeRecord]:
+                     hold: Hold | None, away: Mapping[str, tuple[float, str]]) -> list[NodeRecord]:
         """drain_strategy reservation (slots.py): DRAIN nodes get maintenance slots, moved earlier
         when their jobs end early. Returns the other (HOT) records, for select()."""
         fresh = []

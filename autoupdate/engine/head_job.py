@@ -73,10 +73,9 @@ def _clear(t: float, limit: float, rs: list[Reservation]) -> bool:
     return all(r.start_time >= t + limit or r.end_time <= t for r in rs)
 
 
-def _start(nodes: _Nodes, job: PendingJob, now: float, without: Collection[str] = ()) -> tuple[float, list[str]]:
+def _start(nodes: _Nodes, job: PendingJob, without: Collection[str] = ()) -> tuple[float, list[str]]:
     """planned_start() on nodes read once."""
-    limit = job.time_limit
-    if not nodes.theirs:  # the common case: when the job.nodes-th node is free, and all free by then
+    if not nodes.theirs:  # the common case: when its job.nodes-th node is free (a short walk, not a copy)
         count = 0
         for t, n in nodes.free:
             count += n not in without
@@ -86,14 +85,8 @@ def _start(nodes: _Nodes, job: PendingJob, now: float, without: Collection[str] 
     plain = [(f, n) for f, n in nodes.free if n not in nodes.theirs and n not in without]
     fenced = [(f, n, nodes.theirs[n]) for f, n in nodes.free if n in nodes.theirs and n not in without]
     ends = [f for f, _ in plain]
-    if len(ends) + len(fenced) < job.nodes:
-        return math.inf, []
-    times = sorted({*ends, *(f for f, _, _ in fenced), *(r.end_time for *_, rs in fenced for r in rs)})
-    first = bisect.bisect_left(times, ends[job.nodes - 1]) if not fenced else 0
-    for t in times[first:]:
-        if t < now:
-            continue
-        fits = [n for f, n, rs in fenced if f <= t and _clear(t, limit, rs)]
+    for t in sorted({*ends, *(f for f, _, _ in fenced), *(r.end_time for *_, rs in fenced for r in rs)}):
+        fits = [n for f, n, rs in fenced if f <= t and _clear(t, job.time_limit, rs)]
         count = bisect.bisect_right(ends, t)
         if count + len(fits) >= job.nodes:
             return t, [n for _, n in plain[:count]] + fits
@@ -104,7 +97,7 @@ def planned_start(snapshot: ClusterSnapshot, job: PendingJob, without: Collectio
     """When `job` can start by the running jobs' time limits, on nodes no one else's
     reservation holds during its limit (our own slots left out: they can move), and the nodes
     free for it then; (inf, []) if not by the last job end. `without`: nodes taken out."""
-    return _start(_scan(snapshot, job), job, snapshot.taken_at, without)
+    return _start(_scan(snapshot, job), job, without)
 
 
 def _later(snapshot: ClusterSnapshot, records: Mapping[str, NodeRecord], t: float) -> bool:
@@ -122,9 +115,9 @@ def give_way(snapshot: ClusterSnapshot, records: Mapping[str, NodeRecord], commi
         return None
     job, now = snapshot.pending[0], snapshot.taken_at
     nodes = _scan(snapshot, job)
-    start, free = _start(nodes, job, now)
-    ours = {n: r for n, r in ((n, records.get(n)) for n in free)  # ours still in service, waiting for a slot
-            if r is not None and r.klass >= ChangeClass.DRAIN and r.phase in _WAITING and not snapshot.nodes[n].drained}
+    start, free = _start(nodes, job)
+    ours = {n: records[n] for n in free  # DRAIN nodes of ours in service (free ones are), waiting for a slot
+            if n in records and records[n].klass >= ChangeClass.DRAIN and records[n].phase in _WAITING}
     until = start + job.time_limit
     if not ours or not _later(snapshot, records, until):
         return None
@@ -133,7 +126,7 @@ def give_way(snapshot: ClusterSnapshot, records: Mapping[str, NodeRecord], commi
     keep = frozenset(counted[max(0, len(free) - job.nodes):])
     # Waiting costs the rollout at most the job's time limit on these nodes: worth it only if
     # taking them would delay the job by more than that.
-    if not keep or _start(nodes, job, now, keep)[0] - start <= job.time_limit:
+    if not keep or _start(nodes, job, keep)[0] - start <= job.time_limit:
         return None
     # Only our slots opening now keep it from starting: they go first, it waits a slot or two.
     if sum(_clear(start, job.time_limit, [r for r in snapshot.reservations_on(n) if r.ours and r.start_time < committed])
