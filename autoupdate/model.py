@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
@@ -88,6 +89,7 @@ class NodeBase(str, enum.Enum):
 
 # State flags autoupdate understands. Adapters map their own spelling onto these; any flag
 # not listed is kept verbatim in NodeInfo.flags and makes the node "unknown": do not touch.
+_REBOOT_FLAGS = frozenset({"REBOOT_REQUESTED", "REBOOT_ISSUED"})
 KNOWN_FLAGS = frozenset({
     "DRAIN", "DRAINING", "DRAINED", "REBOOT_REQUESTED", "REBOOT_ISSUED", "NOT_RESPONDING",
     "MAINTENANCE", "RESERVED", "POWERED_DOWN", "POWERING_DOWN", "POWERING_UP", "POWER_DOWN",
@@ -125,10 +127,12 @@ class NodeInfo:
 
     @property
     def rebooting(self) -> bool:
-        return bool({"REBOOT_REQUESTED", "REBOOT_ISSUED"} & self.flags)
+        return not _REBOOT_FLAGS.isdisjoint(self.flags)
 
     @property
     def state_known(self) -> bool:
+        if not self.flags and not self.unknown_state:  # the common case, asked of every node every tick
+            return self.base is not NodeBase.UNKNOWN
         return not self.unknown_state and self.base is not NodeBase.UNKNOWN and self.flags <= KNOWN_FLAGS
 
     def describe(self) -> str:
@@ -182,34 +186,34 @@ class ClusterSnapshot:
 
     def __post_init__(self) -> None:
         # Indexes built once per snapshot: the planner asks about every node every tick.
-        by_node: dict[str, list[Job]] = {}
-        idle_at: dict[str, float] = {}
-        now = self.taken_at
+        last_end: dict[str, float] = {}  # every node running a job -> its last job's expected end
+        get = last_end.get
         for job in self.jobs:
             end = job.end_time
             for n in job.nodes:
-                held = by_node.get(n)
-                if held is None:
-                    by_node[n] = [job]
-                    if end > now:
-                        idle_at[n] = end
-                else:
-                    held.append(job)
-                    if end > idle_at.get(n, now):
-                        idle_at[n] = end
+                if end > get(n, -math.inf):
+                    last_end[n] = end
+        now = self.taken_at
         resv_by_node: dict[str, list[Reservation]] = {}
         for r in self.reservations:
             for n in r.nodes:
                 resv_by_node.setdefault(n, []).append(r)
-        object.__setattr__(self, "_jobs_by_node", by_node)
-        object.__setattr__(self, "_idle_at", idle_at)
+        object.__setattr__(self, "_last_end", last_end)
+        object.__setattr__(self, "_idle_at", {n: e for n, e in last_end.items() if e > now})
         object.__setattr__(self, "_resv_by_node", resv_by_node)
 
     def jobs_on(self, node: str) -> list[Job]:
-        return self._jobs_by_node.get(node, [])  # type: ignore[attr-defined]
+        by_node = self.__dict__.get("_jobs_by_node")
+        if by_node is None:  # built when first asked: few ticks ask (reboot gate, hypervisor units)
+            by_node = {}
+            for job in self.jobs:
+                for n in job.nodes:
+                    by_node.setdefault(n, []).append(job)
+            object.__setattr__(self, "_jobs_by_node", by_node)
+        return by_node.get(node, [])
 
     def busy(self, node: str) -> bool:
-        return node in self._jobs_by_node  # type: ignore[attr-defined]
+        return node in self._last_end  # type: ignore[attr-defined]
 
     def idle_at(self, node: str) -> float:
         """When the node is expected to be empty (now if it is; overdue jobs: now)."""

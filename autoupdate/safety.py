@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -115,20 +116,15 @@ class Budget:
     def compute(cls, rollout: RolloutSettings, snapshot: ClusterSnapshot,
                 records: Mapping[str, NodeRecord], slots: Mapping[str, float] | None = None) -> "Budget":
         """`slots`: slot_starts(snapshot), when the caller has it already."""
-        sizes: dict[str, int] = {}
-        used: dict[str, int] = {}
         if slots is None:
             slots = slot_starts(snapshot)
-        now = snapshot.taken_at
-        for name, info in snapshot.nodes.items():
-            rec = records.get(name)
-            out = out_of_service(info, rec) and not waiting_for_slot(info, rec, slots, now)
-            for p in info.partitions:
-                sizes[p] = sizes.get(p, 0) + 1
-                if out:
-                    used[p] = used.get(p, 0) + 1
+        now, nodes = snapshot.taken_at, snapshot.nodes
+        sizes = Counter(p for info in nodes.values() for p in info.partitions)
+        used = Counter(p for name, info in nodes.items()  # waiting first: most nodes, in a rollout
+                       if not waiting_for_slot(info, rec := records.get(name), slots, now) and out_of_service(info, rec)
+                       for p in info.partitions)
         limits = {p: rollout.unavailable_limit(p, n) for p, n in sizes.items()}
-        return cls(limits, used)
+        return cls(limits, dict(used))
 
     def room_for(self, partitions: Iterable[str], count: int = 1) -> bool:
         return all(self.used.get(p, 0) + count <= self.limits.get(p, 0) for p in partitions)

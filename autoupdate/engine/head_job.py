@@ -20,7 +20,7 @@ Decided again every tick: once it has started, the nodes it did not take get the
 from __future__ import annotations
 
 import bisect
-import itertools
+import heapq
 import math
 from dataclasses import dataclass
 from typing import Collection, Mapping
@@ -52,7 +52,7 @@ def schedulable(info: NodeInfo) -> bool:
 class _Nodes:
     """The nodes a job may run on, read once per tick."""
 
-    free: list[tuple[float, str]]  # when each is free by its jobs' limits (now if idle), soonest first
+    free: list[tuple[float, str]]  # when each is free by its jobs' limits (now if idle), unsorted
     theirs: dict[str, list[Reservation]]  # someone else's reservations not over yet, per node
 
 
@@ -65,7 +65,6 @@ def _scan(snapshot: ClusterSnapshot, job: PendingJob) -> _Nodes:
                 theirs.setdefault(n, []).append(r)
     free = [(busy.get(name, now), name) for name, info in snapshot.nodes.items()
             if (not part or part in info.partitions) and schedulable(info)]
-    free.sort()
     return _Nodes(free, theirs)
 
 
@@ -75,15 +74,15 @@ def _clear(t: float, limit: float, rs: list[Reservation]) -> bool:
 
 def _start(nodes: _Nodes, job: PendingJob, without: Collection[str] = ()) -> tuple[float, list[str]]:
     """planned_start() on nodes read once."""
-    if not nodes.theirs:  # the common case: when its job.nodes-th node is free (a short walk, not a copy)
-        count = 0
-        for t, n in nodes.free:
-            count += n not in without
-            if count == job.nodes:
-                return t, [n for f, n in itertools.takewhile(lambda x: x[0] <= t, nodes.free) if n not in without]
-        return math.inf, []
-    plain = [(f, n) for f, n in nodes.free if n not in nodes.theirs and n not in without]
-    fenced = [(f, n, nodes.theirs[n]) for f, n in nodes.free if n in nodes.theirs and n not in without]
+    if not nodes.theirs:  # the common case: when its job.nodes-th node is free (no sort of every node)
+        soonest = [f for f, n in heapq.nsmallest(job.nodes + len(without), nodes.free) if n not in without]
+        if not 0 < job.nodes <= len(soonest):
+            return math.inf, []
+        t = soonest[job.nodes - 1]
+        return t, [n for f, n in sorted(x for x in nodes.free if x[0] <= t and x[1] not in without)]
+    free = sorted(nodes.free)
+    plain = [(f, n) for f, n in free if n not in nodes.theirs and n not in without]
+    fenced = [(f, n, nodes.theirs[n]) for f, n in free if n in nodes.theirs and n not in without]
     ends = [f for f, _ in plain]
     for t in sorted({*ends, *(f for f, _, _ in fenced), *(r.end_time for *_, rs in fenced for r in rs)}):
         fits = [n for f, n, rs in fenced if f <= t and _clear(t, job.time_limit, rs)]
