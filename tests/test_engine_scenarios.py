@@ -295,6 +295,47 @@ def test_a_node_whose_live_change_failed_for_good_is_drained_and_its_job_runs_on
     assert len(failed) == 1 and message_has in failed[0], failed
 
 
+def _redrain_refused(kit: Kit, node: str) -> None:
+    real = kit.cluster.drain
+
+    def refuse(nodes, reason):
+        if node in nodes and "failed" in reason:  # the first drain goes through, the re-drain does not
+            raise WorkloadManagerError("slurm_update error: Unable to contact slurm controller")
+        return real(nodes, reason)
+    kit.cluster.drain = refuse
+
+
+def _resumed_by_hand_and_redrain_refused(kit: Kit, node: str) -> None:
+    _redrain_refused(kit, node)
+    real, calls = kit.applier.apply, []
+
+    def apply(nodes, target, klass, actions):
+        calls.extend(n for n in nodes if n == node)
+        if len(calls) == 3:  # during its last attempt, someone resumes it by hand
+            kit.cluster.resume([node])
+        return real(nodes, target, klass, actions)
+    kit.applier.apply = apply
+
+
+@pytest.mark.parametrize("before, drained, message_has", [
+    (None, True, "(left drained)"),
+    # Slurm cannot be reached to set the failure as its reason: it stays drained as it was.
+    (_redrain_refused, True, "(left drained; its reason could not be updated)"),
+    # ...and it was no longer drained: the message must not claim it is.
+    (_resumed_by_hand_and_redrain_refused, False, "(re-drain failed: it may take new jobs)"),
+])
+def test_a_drained_node_that_failed_for_good_says_how_it_was_left(tmp_path, before, drained, message_has):
+    kit = Kit(tmp_path, fail_apply=["n07"], config={"nodes": {"canaries": ""}, "rollout": {"failure_budget": 3}})
+    kit.engine.fetch()
+    kit.commit({"drain/k": "2"})
+    if before:
+        before(kit, "n07")
+    kit.run_until(lambda: kit.phase("n07") == "failed", seconds=30)
+    assert kit.cluster.nodes["n07"].drained is drained
+    failed = [e.message for e in kit.notified if e.kind == "node.failed"]
+    assert len(failed) == 1 and failed[0].endswith(message_has), failed
+
+
 def test_a_hot_node_drained_for_its_failure_is_resumed_when_a_retry_succeeds(tmp_path):
     kit = Kit(tmp_path, fail_apply=["n07"], config={"nodes": {"canaries": ""}, "rollout": {"failure_budget": 3}})
     kit.engine.fetch()

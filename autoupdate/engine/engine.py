@@ -455,8 +455,12 @@ class Engine:
             self.wm.drain([rec.node], drain_reason(rec, why))
 
         if rec.drained_by_us:
-            self._safe(drain, rec.node, "re-drain")
-            return " (left drained)"
+            if self._safe(drain, rec.node, "re-drain"):
+                return " (left drained)"
+            info = snapshot.nodes.get(rec.node)  # this tick's view: drained before the failure?
+            if info is not None and info.drained:
+                return " (left drained; its reason could not be updated)"
+            return " (re-drain failed: it may take new jobs)"
         blocker = held_by_others(snapshot.nodes.get(rec.node), snapshot)  # this tick's view
         if blocker:
             return f" (not drained: {blocker})"
