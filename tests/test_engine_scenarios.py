@@ -349,15 +349,31 @@ def test_a_hot_node_drained_for_its_failure_is_resumed_when_a_retry_succeeds(tmp
     assert kit.cluster.stats.reboots == 0
 
 
-def test_a_node_waiting_to_retry_when_a_newer_commit_comes_finishes_and_takes_the_newer(tmp_path):
+@pytest.mark.parametrize("first, newer, retargeted, klass, reboots", [
+    ({"drain/k": "2"}, {"drain/k": "3"}, True, "drain", 1),  # straight to the newer: one reboot, not two
+    # The newer reverts the failed one: nothing to do by the detector, but the failed attempt may
+    # have changed the node, so the newer is still applied (and rebooted) as before.
+    ({"drain/k": "2"}, {"drain/k": "1"}, True, "drain", 1),
+    ({"hot/m": "2"}, {"hot/m": "3"}, True, "hot", 0),
+    # A live change that the newer commit makes DRAIN: not drained yet, so it finishes its own
+    # change live, then takes the newer through a drain.
+    ({"hot/m": "2"}, {"hot/m": "3", "drain/k": "2"}, False, "hot", 1),
+])
+def test_a_node_waiting_to_retry_when_a_newer_commit_comes(tmp_path, first, newer, retargeted, klass, reboots):
     kit = Kit(tmp_path, fail_apply=["n07"],
               config={"nodes": {"canaries": ""}, "rollout": {"failure_budget": 3, "retry_backoff_seconds": 600}})
+    rebooted = []
+    real = kit.cluster.reboot
+    kit.cluster.reboot = lambda nodes, *a, **k: (rebooted.extend(nodes), real(nodes, *a, **k))[1]
     kit.engine.fetch()
-    kit.commit({"drain/k": "2"})
+    old = kit.commit(first)
     kit.run_until(lambda: kit.phase("n07") == "retry_wait")
     kit.applier.fail.clear()
-    newer = kit.commit({"drain/k": "3"})  # its rollout is superseded while n07 waits to retry
-    kit.run_until(lambda: all_done(kit, newer), seconds=30)
+    sha = kit.commit(newer)  # its rollout is superseded while n07 waits to retry
+    rec = kit.store.record("n07")
+    assert (rec.target, rec.phase.value, rec.klass.label) == (sha if retargeted else old, "retry_wait", klass)
+    kit.run_until(lambda: all_done(kit, sha), seconds=60)
+    assert kit.running("n07") == sha and rebooted.count("n07") == reboots
     assert not kit.cluster.nodes["n07"].drained and kit.cluster.stats.jobs_killed == 0
 
 

@@ -187,7 +187,7 @@ class Engine:
         managed = self.managed(snapshot)
         applied = self.applied()
         records = self.store.records()
-        busy = {n for n, r in records.items() if r.phase in phases.POST_APPLY}
+        busy = {n for n, r in records.items() if r.phase in phases.POST_APPLY and r.phase is not P.RETRY_WAIT}
         bases = {self.applied_of(n, applied) for n in managed if n not in busy}
         verdicts = {b: self.verdict(b, head.sha, managed) for b in bases}
         errors = sorted({v.error for v in verdicts.values() if v.is_error})
@@ -203,6 +203,7 @@ class Engine:
             return True
         classes = {n: verdicts[self.applied_of(n, applied)].classes.get(n, ChangeClass.GOOD)
                    for n in managed if n not in busy}
+        classes = {n: c for n, c in classes.items() if n not in records or not phases.finishes_first(records[n], c)}
         self._launch(head, classes, snapshot, records, applied, now, head.summary)
         return True
 
@@ -262,6 +263,15 @@ class Engine:
         for node, klass in classes.items():
             rec = records.get(node)
             canary = node in rollout.canaries
+            if rec is not None and rec.phase is P.RETRY_WAIT and not phases.finishes_first(rec, klass):
+                # Its next attempt applies the newer commit (likely the fix), now: one reboot, not two.
+                # As disruptive as before even if the newer needs less: its failed attempt may have
+                # changed it.
+                new = replace(rec, target=rollout.target, rollout_id=rollout.id,
+                              attempts=0, canary=canary, next_attempt_at=now, last_error="",
+                              actions=tuple(self._verdict_actions(node, applied, rollout.target)))
+                self.store.save(new, at=now, message=f"retargeted to {rollout.target[:12]}: tried again now")
+                continue
             if rec is not None and rec.phase in phases.POST_APPLY:
                 continue  # finishes its current target; picked up again when done (discover)
             if rec is not None and (rec.phase in phases.PRE_APPLY or rec.phase is P.PENDING):
@@ -629,8 +639,8 @@ class Engine:
                     if not new.drained_by_us:  # its live change failed at least once
                         self._hold_failed(new, f"{rec.last_error}; rollout halted", now, snapshot)
                 elif now >= rec.next_attempt_at and rollout is not None:
-                    # Its rollout may be over (superseded by a newer commit, or done when an admin
-                    # asked for a retry): the node still finishes its target, then takes the newest.
+                    # Its rollout may be over (done, when an admin asked for a retry): the node
+                    # still finishes its target, then takes the newest.
                     if rec.klass == ChangeClass.DRAIN and not info.drained_by_autoupdate:
                         report.waiting[rec.node] = "not drained by autoupdate any more"
                         continue

@@ -1,6 +1,7 @@
 """The node state machine: an explicit table of allowed transitions."""
 from __future__ import annotations
 
+from ..model import ChangeClass, NodeRecord
 from ..model import NodePhase as P
 
 # DRAIN path: pending -> draining -> drained -> applying -> rebooting -> verifying -> resuming -> done
@@ -29,6 +30,16 @@ TRANSITIONS: dict[P, frozenset[P]] = {
 POST_APPLY = frozenset({P.APPLYING, P.REBOOTING, P.VERIFYING, P.RESUMING, P.RETRY_WAIT})
 # Phases in which the node was taken out but nothing was changed yet: safe to just resume.
 PRE_APPLY = frozenset({P.DRAINING, P.DRAINED})
+
+
+def finishes_first(rec: NodeRecord, klass: ChangeClass) -> bool:
+    """Does this node finish its current target before it takes a newer commit (of `klass` for
+    it)? Yes once its change may be on it, except when it waits to retry and is already as far out
+    as the newer needs: its next attempt takes the newer (one reboot, not two). A live change
+    the newer commit makes DRAIN is not drained: it finishes live first."""
+    if rec.phase is P.RETRY_WAIT:
+        return klass > rec.klass
+    return rec.phase in POST_APPLY
 
 
 class TransitionError(RuntimeError):
