@@ -70,8 +70,9 @@ def plan(candidates: Sequence[NodeRecord], waiting: Sequence[NodeRecord], record
     hold on a few nodes that also moves their slots not about to open (the head job's nodes,
     see head_job.py: a later slot is in its way too).
     """
-    p = _Planner(records, snapshot, budget, slots, length, horizon, with_away(hold, away or {}))
-    replan = p.held_back(slots.items() if hold else [(n, slots[n]) for n in away or () if n in slots], away or {})
+    away = away or {}
+    p = _Planner(records, snapshot, budget, slots, length, horizon, with_away(hold, away))
+    replan = p.held_back(slots.items() if hold else [(n, slots[n]) for n in away if n in slots], away)
     p.pull_forward()
     if candidates or replan:  # else nothing to place (most ticks): no units to build
         p.place([*candidates, *replan], {r.node for r in replan})
