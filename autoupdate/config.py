@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import (
-    AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator,
+    AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator,
 )
 
 from . import windows

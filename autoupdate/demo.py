@@ -17,7 +17,7 @@ from . import logs
 from .config import parse_config
 from .daemon import Service, state_db
 from .store import Store
-from .model import NodePhase, RolloutState
+from .model import RolloutState
 
 COLOURS = {
     "pending": "grey50", "draining": "yellow", "drained": "yellow", "applying": "cyan",

@@ -12,7 +12,7 @@ import textwrap
 from pathlib import Path
 
 from autoupdate.model import Revision
-from autoupdate.ports import DetectContext, SourceError
+from autoupdate.ports import DetectContext
 
 
 def git(cwd: Path, *args: str) -> str:

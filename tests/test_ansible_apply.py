@@ -3,8 +3,6 @@ the ansible_check detector, with per-host results from our callback plugin's eve
 from __future__ import annotations
 
 import subprocess
-import sys
-from dataclasses import replace
 from pathlib import Path
 
 import pytest

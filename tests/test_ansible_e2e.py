@@ -7,7 +7,6 @@ ansible applier runs only the hotchange tasks on nodes that keep their jobs runn
 """
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path

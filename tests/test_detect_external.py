@@ -1,7 +1,6 @@
 """The "external" detector: a real executable answering JSON (argv, no shell, timeout)."""
 from __future__ import annotations
 
-import json
 import stat
 import sys
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Collection, Mapping
 
 from ..model import ChangeClass, ClusterSnapshot, NodeBase, NodeInfo, NodePhase, NodeRecord, PendingJob, Reservation
+from .planner import order
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ def give_way(snapshot: ClusterSnapshot, records: Mapping[str, NodeRecord], commi
     `committed`: slots opening before then are under way (slots.plan's horizon)."""
     if not snapshot.pending:
         return None
-    job, now = snapshot.pending[0], snapshot.taken_at
+    job = snapshot.pending[0]
     nodes = _scan(snapshot, job)
     start, free = _start(nodes, job)
     ours = {n: records[n] for n in free  # DRAIN nodes of ours in service (free ones are), waiting for a slot
@@ -121,7 +122,7 @@ def give_way(snapshot: ClusterSnapshot, records: Mapping[str, NodeRecord], commi
     if not ours or not _later(snapshot, records, until):
         return None
     # Its spare nodes go first, in the planner's order (canaries first, then the soonest free).
-    counted = sorted(ours, key=lambda n: (not ours[n].canary, snapshot.idle_at(n), n))
+    counted = [r.node for r in order(ours.values(), snapshot)]
     keep = frozenset(counted[max(0, len(free) - job.nodes):])
     # Waiting costs the rollout at most the job's time limit on these nodes: worth it only if
     # taking them would delay the job by more than that.

@@ -9,7 +9,6 @@ from __future__ import annotations
 import heapq
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 from ..config import parse_config
 from ..engine.engine import WAKE_DELAY, Engine, InlineExecutor
