@@ -105,3 +105,46 @@ def test_easy_backfill_plans_the_head_around_maintenance_reservations(case, proc
     assert c.job_starts["head"] == 700, case
     assert c.job_starts["other"] == expected, case
     assert "maint_a" not in c.reservations  # Slurm deletes a reservation when it ends
+
+
+@pytest.mark.parametrize("nodes, canaries, soak, budget_h, own_h", [
+    (100, 2, 600, 10 / 6, 2.0),  # KTH: canaries 10 min, soak 10 min, then 10 rounds of 10 min for 98
+    (100, 0, 600, 10 / 6, 10 / 6),  # no canaries: no soak either
+    (120, 2, 0, 10 / 6, 11 / 6),  # HPC2N, 12 a round: canaries, then 10 rounds for 118
+    (20, 1, 1200, 10 * 600 / 3600, (600 + 1200 + 10 * 600) / 3600),  # budget of 2: 10 rounds, 19 -> 10
+])
+def test_floors_with_and_without_the_canary_phase(nodes, canaries, soak, budget_h, own_h):
+    p = Params(reboot_seconds=600, canaries=canaries, soak_seconds=soak)
+    assert bench.budget_floor_h(p, nodes) == pytest.approx(budget_h)
+    assert bench.canary_floor_h(p, nodes) == pytest.approx(own_h)
+
+
+@pytest.mark.parametrize("argv", [["--canaries", "-1"], ["--soak-minutes", "-5"], ["--reboot-minutes", "0"],
+                                  ["--starts", "0"], ["--tick", "abc"]])
+def test_bench_refuses_bad_options_with_one_line(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        bench.main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "Traceback" not in err
+
+
+def _point(index: int, done: dict[str, float]) -> bench.StartPoint:
+    results = [bench.RunResult(name, index, h, 16.7, 0.0, 0, 0.0, 0.0, 10, None) for name, h in done.items()]
+    return bench.StartPoint(index, 0.0, 1, 0, 1.0, results)
+
+
+@pytest.mark.parametrize("canaries, expected", [
+    (2, "start 1: all at once 1.0 h, but with a 10% budget no strategy can finish before 1.7 h (10 rounds of one "
+        "reboot), 2.0 h with 2 canaries rebooted and soaked first; autoupdate 2.0 h = 1.01x its own floor"),
+    (0, "start 1: all at once 1.0 h, but with a 10% budget no strategy can finish before 1.7 h (10 rounds of one "
+        "reboot); autoupdate 2.0 h = 1.21x that floor"),
+])
+def test_targets_name_the_floor_a_start_point_cannot_beat(canaries, expected):
+    p = Params(reboot_seconds=600, canaries=canaries, soak_seconds=600)
+    names = ("all at once", "batches of 10%", "maint reservations", "autoupdate")
+    points = [_point(0, dict.fromkeys(names, 20.0)), _point(1, {**dict.fromkeys(names, 1.98), "all at once": 0.98,
+                                                              "autoupdate": 2.02})]
+    lines = bench.targets(points, p, 100)
+    assert expected in lines
+    assert "time vs all at once where 1.5x is reachable within the budget: worst 1.00x (1/2 start points)" in lines
