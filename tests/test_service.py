@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from autoupdate.config import load_config
-from autoupdate.daemon import Service
+from autoupdate.daemon import Service, paced
 from autoupdate.model import NodePhase, RolloutState
 from autoupdate.ports import WorkloadManagerError
 from autoupdate.store import Store
@@ -371,6 +371,51 @@ def test_a_rebooting_node_is_looked_at_when_due_not_at_the_next_poll(tmp_path):
     assert took < 45
     assert service.engine.reboot_clock.expected() is not None
     assert done == {"node01", "node02", "node03"}
+
+
+class SlowWM:
+    """Wraps the simulated cluster; every snapshot() takes `seconds` longer (a big cluster or a
+    busy slurmctld)."""
+
+    def __init__(self, inner, seconds: float):
+        self.inner, self.seconds = inner, seconds
+
+    def snapshot(self):
+        time.sleep(self.seconds)
+        return self.inner.snapshot()
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_extra_ticks_are_paced_by_how_long_reading_the_cluster_takes(tmp_path):
+    # As test_finished_work_wakes_the_loop_before_the_next_poll, but each read takes 0.3 s: the
+    # wake-ups and looks still beat the 30 s poll, and none comes sooner than 9 reads' time.
+    sim = {"partitions": {"batch": "node[01-04]"}, "reboot_seconds": 60, "job_seconds": [60, 600],
+           "jobs_per_node": 0, "speed": 300, "seed": 7}
+    setup = Setup(tmp_path, cluster={"backend": "sim", "sim": sim}, nodes={"canaries": "", "whitelist": "node[01-02]"},
+                  rollout={"canary_count": 0, "soak_seconds": 0, "max_unavailable": "100%"})
+    Service(load_config(setup.config_path), str(setup.config_path)).run(exit_when_done=True, max_seconds=20)
+    setup.write_config(setup.changed(control={"poll_interval": 30}))
+    setup.commit(KERNEL, "kernel 6\n")
+    service = Service(load_config(setup.config_path), str(setup.config_path))
+    service.engine.wm = SlowWM(service.engine.wm, 0.3)
+    ticks, tick = [], service.engine.tick
+    service.engine.tick = lambda: (ticks.append(time.monotonic()), tick())[1]
+    assert service.run(exit_when_done=True, max_seconds=29) == 0, "the rollout did not finish before the first poll"
+    gaps = [b - a for a, b in zip(ticks, ticks[1:])]
+    assert len(gaps) >= 4  # drain, apply, reboot, verify and resume each woke the loop
+    assert min(gaps) >= 9 * 0.3, gaps  # not one second after the last tick
+
+
+@pytest.mark.parametrize("delay, read, expected", [
+    (1.0, 0.02, 1.0),  # a small cluster: the wake-up delay as it was
+    (1.0, 1.2, 10.8),  # 10,000 nodes: reads take at most a tenth of the time
+    (20.0, 1.2, 20.0),  # a look far enough ahead is not moved
+    (0.0, 0.0, 0.0),
+])
+def test_paced(delay, read, expected):
+    assert paced(delay, read) == pytest.approx(expected)
 
 
 def rollout_seconds(root: Path, slack: FakeSlack, down: str) -> tuple[float, float]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Mapping, Sequence
@@ -101,6 +102,7 @@ class Engine:
         # went through): the service ticks again at once instead of a poll interval later.
         self.wake: Callable[[], None] = lambda: None
         self.reboot_clock = RebootClock()  # how long reboots take here: when to look again
+        self.last_read_seconds = 0.0  # how long the last cluster read took (the service paces on it)
         # Hypervisor units (nodes.hypervisors; see units.py): VMs drained, applied, rebooted together.
         (units if units is not None else Units.from_settings(settings)).attach(self, applier, rebooter)
 
@@ -319,6 +321,7 @@ class Engine:
         with self._lock:
             now = self.clock.now()
             report = TickReport(at=now)
+            started = time.monotonic()
             try:
                 snapshot = self.wm.snapshot()
             except AdapterError as exc:
@@ -327,6 +330,8 @@ class Engine:
                 log.error("tick skipped", error=report.error)
                 self.last_report = report
                 return report
+            finally:
+                self.last_read_seconds = time.monotonic() - started
             self._slots = our_slots(snapshot)
             pause = read_pause(self.settings.pause_file)
             report.paused = pause.paused
