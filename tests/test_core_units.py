@@ -212,3 +212,27 @@ def test_pause_file_roundtrip(tmp_path):
     assert st.paused and st.reason == "fixing playbook" and st.by == "alice" and st.since == 123.0
     p.write_text("plain text reason\n")
     assert read_pause(p).reason == "plain text reason"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("c00001", ["c00001"]),  # plain names skip NodeSet: the same answer
+    ("node-1.ib", ["node-1.ib"]),
+    (" n01 ", ["n01"]),
+    ("n[01-03]", ["n01", "n02", "n03"]),
+    ("n01,n03", ["n01", "n03"]),
+    ("n[01-03]!n02", ["n01", "n03"]),  # an operator: NodeSet's business
+    ("", []),
+    (None, []),
+])
+def test_expand(text, expected):
+    from ClusterShell.NodeSet import NodeSet
+    from autoupdate.nodeset import expand
+    assert expand(text) == expected
+    if text and text.strip():
+        assert expand(text) == list(NodeSet(text.strip()))
+
+
+def test_expand_refuses_a_bad_hostlist_by_name():
+    from autoupdate.nodeset import HostlistError, expand
+    with pytest.raises(HostlistError, match=r"invalid hostlist 'n\[01-'"):
+        expand("n[01-")

@@ -317,3 +317,19 @@ def test_unknown_node_states_are_logged_when_they_change_not_every_tick():
     assert [(e["event"], e.get("nodes")) for e in logs] == [
         ("unknown node states: not touched", "n1"), ("unknown node states: not touched", "n[1-2]"),
         ("every node's state is known again", None)]
+
+
+@pytest.mark.parametrize("text, local", [
+    ("2026-11-21T06:32:39", (2026, 11, 21, 6, 32, 39)),
+    (" 2026-03-29T02:30:00 ", (2026, 3, 29, 2, 30, 0)),  # local time as mktime reads it (DST gap too)
+    ("Unknown", None), ("None", None), ("N/A", None), ("(null)", None), ("0", None), ("", None), (None, None),
+    ("2026-11-21", None),  # not Slurm's form: unknown, not midnight
+    ("2026-11-21T06:32:39+01:00", None),
+    ("2026-13-01T00:00:00", None),
+    ("yesterday", None),
+])
+def test_text_time(text, local):
+    import time as _time
+    from autoupdate.adapters.slurm_parse import text_time
+    expected = None if local is None else _time.mktime((*local, 0, 0, -1))
+    assert text_time(text) == expected

@@ -117,10 +117,16 @@ def text_time(value: str | None) -> float | None:
     """Slurm's text timestamps are local time: 2026-11-21T06:30:37; None/Unknown/N/A -> None."""
     if not value or value in ("None", "Unknown", "N/A", "(null)", "0"):
         return None
-    try:
-        return time.mktime(datetime.strptime(value.strip(), "%Y-%m-%dT%H:%M:%S").timetuple())
+    value = value.strip()
+    if not _TEXT_TIME.fullmatch(value):
+        return None
+    try:  # fromisoformat: strptime took half of reading a 40,000-job queue
+        return time.mktime(datetime.fromisoformat(value).timetuple())
     except ValueError:
         return None
+
+
+_TEXT_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")
 
 
 def duration(text: str | None) -> float | None:
