@@ -333,3 +333,20 @@ def test_text_time(text, local):
     from autoupdate.adapters.slurm_parse import text_time
     expected = None if local is None else _time.mktime((*local, 0, 0, -1))
     assert text_time(text) == expected
+
+
+def test_read_scale_benchmark_parses_every_node_and_job():
+    # bench/read_scale.py at a small size: its synthetic outputs parse to the counts it built
+    # (it asserts that), in both forms. Figures at 10,000 nodes: README, Large queues.
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(root / "bench" / "read_scale.py"), "--nodes", "20", "--running", "30",
+                          "--pending", "5", "--repeat", "1"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "20 nodes, 30 running + 5 pending jobs (5 waiting for nodes)" in out.stdout
+    assert "JSON read in all" in out.stdout and "text read in all" in out.stdout
+    bad = subprocess.run([sys.executable, str(root / "bench" / "read_scale.py"), "--nodes", "0"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "error: --nodes" in bad.stderr and "Traceback" not in bad.stderr
