@@ -30,6 +30,8 @@ class Metrics:
         self.paused = Gauge("autoupdate_paused", "1 while paused", registry=r)
         self.eta = Gauge("autoupdate_rollout_eta_seconds", "Estimated time left in the active rollout "
                          "(-1: no estimate)", registry=r)
+        self.read = Gauge("autoupdate_cluster_read_seconds", "How long the last tick took to read the "
+                          "cluster (the extra ticks between polls are paced at 9 times this)", registry=r)
         self.info = Gauge("autoupdate_rollout_info", "The latest rollout (value 1)",
                           ["rollout", "target", "state"], registry=r)
         for phase in NodePhase:
@@ -68,7 +70,7 @@ class Metrics:
             self.failures.labels("attempt").inc(max(1, len(event.nodes)))
 
     def update(self, *, records: Iterable[NodeRecord], rollouts: Iterable[Rollout], paused: bool,
-               tick_ok: bool, now: float, eta_seconds: float | None = None) -> None:
+               tick_ok: bool, now: float, eta_seconds: float | None = None, read_seconds: float = 0.0) -> None:
         try:
             counts = {p.value: 0 for p in NodePhase}
             for rec in records:
@@ -88,6 +90,7 @@ class Metrics:
                 self.info.labels(str(latest.id), latest.target[:12], latest.state.value).set(1)
             self.paused.set(1 if paused else 0)
             self.eta.set(-1 if eta_seconds is None else eta_seconds)
+            self.read.set(read_seconds)
             self.ticks.labels("ok" if tick_ok else "error").inc()
             if tick_ok:
                 self.last_tick.set(now)

@@ -166,7 +166,8 @@ class Supervision:
         store = service.store
         self.metrics.update(records=store.records().values(), rollouts=store.rollouts(limit=100000),
                             paused=read_pause(service.settings.pause_file).paused, tick_ok=report.ok,
-                            now=time.time(), eta_seconds=progress.eta_seconds if progress else None)
+                            now=time.time(), eta_seconds=progress.eta_seconds if progress else None,
+                            read_seconds=service.engine.last_read_seconds)
         if progress is None:
             self.sd.status("no rollout yet")
             return

@@ -39,7 +39,7 @@ def test_scrape_after_update():
     try:
         m.update(records=[rec("n1", NodePhase.DONE), rec("n2", NodePhase.DRAINING), rec("n3", NodePhase.DONE)],
                  rollouts=[Rollout(1, "a" * 40, RolloutState.WAVES, 0, 0), Rollout(0, "b" * 40, RolloutState.HALTED, 0, 0)],
-                 paused=True, tick_ok=True, now=1234.5, eta_seconds=60)
+                 paused=True, tick_ok=True, now=1234.5, eta_seconds=60, read_seconds=0.25)
         m.notify(Event("node.failed", "x", nodes=("n9",)))
         m.notify(Event("node.attempt_failed", "x", nodes=("n8",)))
         m.notify(Event("node.attempt_failed", "x", nodes=("n8",)))
@@ -56,6 +56,7 @@ def test_scrape_after_update():
     assert got["autoupdate_last_successful_tick_timestamp_seconds"] == 1234.5
     assert got["autoupdate_paused"] == 1
     assert got["autoupdate_rollout_eta_seconds"] == 60
+    assert got["autoupdate_cluster_read_seconds"] == 0.25
     assert got['autoupdate_rollout_info{rollout="1",state="waves",target="aaaaaaaaaaaa"}'] == 1
 
 

@@ -321,6 +321,7 @@ def test_metrics_scraped_during_a_rollout(tmp_path):
     assert last['autoupdate_nodes{phase="done"}'] >= 6
     assert last["autoupdate_last_successful_tick_timestamp_seconds"] > time.time() - 60
     assert last["autoupdate_paused"] == 0
+    assert 0 < last["autoupdate_cluster_read_seconds"] < 5  # a real (simulated) read was timed
 
 
 def timed_rollout(tmp_path, sim: dict, nodes: dict, rollout: dict, control: dict, max_seconds: float):
