@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from autoupdate.detect.image_manifest import ImageManifestDetector
 from autoupdate.model import NodePhase, REASON_PREFIX
 from autoupdate.ports import WorkloadManagerError
 from autoupdate.safety import write_pause, clear_pause
@@ -375,6 +376,31 @@ def test_a_node_waiting_to_retry_when_a_newer_commit_comes(tmp_path, first, newe
     kit.run_until(lambda: all_done(kit, sha), seconds=60)
     assert kit.running("n07") == sha and rebooted.count("n07") == reboots
     assert not kit.cluster.nodes["n07"].drained and kit.cluster.stats.jobs_killed == 0
+
+
+IMAGES = "groups:\n  compute: {{nodes: 'n[01-08]', image: {image}}}\n"
+
+
+@pytest.mark.parametrize("waiting, rollout", [
+    ("retry_wait", {"failure_budget": 3, "retry_backoff_seconds": 600}),
+    ("failed", {"failure_budget": 3, "max_attempts": 1}),  # given up on, then tried on the newer commit
+])
+def test_a_node_tried_again_on_a_newer_commit_gets_that_commits_image(tmp_path, waiting, rollout):
+    kit = Kit(tmp_path, fail_apply=["n07"], config={"nodes": {"canaries": ""}, "rollout": rollout})
+    kit.engine.detectors.append(ImageManifestDetector())
+    kit.source.commit({"images.yml": IMAGES.format(image="img-1")}, "base images")
+    kit.engine.fetch()
+    images = []  # what each apply on n07 was told to boot
+    real = kit.applier.apply
+    kit.applier.apply = lambda nodes, target, klass, actions: (
+        images.append([a.detail["image"] for a in actions.get("n07", ())]), real(nodes, target, klass, actions))[1]
+    kit.commit({"images.yml": IMAGES.format(image="img-2")})
+    kit.run_until(lambda: kit.phase("n07") == waiting)
+    kit.applier.fail.clear()
+    sha = kit.commit({"images.yml": IMAGES.format(image="img-3")})
+    kit.run_until(lambda: kit.phase("n07") == "done", seconds=60)
+    assert kit.running("n07") == sha
+    assert [i for i in images if i][-1] == ["img-3"], images  # not the failed commit's img-2
 
 
 class Crash(BaseException):

@@ -269,9 +269,8 @@ class Engine:
                 # Its next attempt applies the newer commit (likely the fix), now: one reboot, not two.
                 # As disruptive as before even if the newer needs less: its failed attempt may have
                 # changed it.
-                new = replace(rec, target=rollout.target, rollout_id=rollout.id,
-                              attempts=0, canary=canary, next_attempt_at=now, last_error="",
-                              actions=tuple(self._verdict_actions(node, applied, rollout.target)))
+                new = self._retarget(rec, rollout, klass, canary, applied, attempts=0, next_attempt_at=now,
+                                     last_error="")
                 self.store.save(new, at=now, message=f"retargeted to {rollout.target[:12]}: tried again now")
                 continue
             if rec is not None and rec.phase in phases.POST_APPLY:
@@ -280,16 +279,14 @@ class Engine:
                 if klass == ChangeClass.GOOD:
                     self._cancel(rec, f"superseded by {rollout.target[:12]}, nothing to do", now)
                     continue
-                new = replace(rec, target=rollout.target, rollout_id=rollout.id,
-                              klass=max(rec.klass, klass), canary=canary,
-                              actions=tuple(self._verdict_actions(node, applied, rollout.target)))
+                new = self._retarget(rec, rollout, klass, canary, applied)
                 self.store.save(new, at=now, message=f"retargeted to {rollout.target[:12]}")
                 continue
             if rec is not None and rec.phase is P.FAILED and rec.drained_by_us:
                 if klass == ChangeClass.GOOD:
                     continue  # stays as it is: a human has to look at it
-                new = replace(rec, target=rollout.target, rollout_id=rollout.id, klass=max(rec.klass, klass),
-                              attempts=0, canary=canary, next_attempt_at=now, last_error="")
+                new = self._retarget(rec, rollout, klass, canary, applied, attempts=0, next_attempt_at=now,
+                                     last_error="")
                 self._transition(new, P.RETRY_WAIT, now, f"new commit {rollout.target[:12]}: trying again")
                 continue
             if klass == ChangeClass.GOOD:
@@ -301,6 +298,14 @@ class Engine:
             self.store.save(fresh, at=now, from_phase=rec.phase if rec else None, message="new work")
         if good:
             self.store.set_applied(good, rollout.target, now)
+
+    def _retarget(self, rec: NodeRecord, rollout: Rollout, klass: ChangeClass, canary: bool,
+                  applied: Mapping[str, str], **fields) -> NodeRecord:
+        """`rec` now for the rollout's commit: at least as disruptive as before, with that
+        commit's per-node actions (an image to switch to), not the old ones."""
+        return replace(rec, target=rollout.target, rollout_id=rollout.id, klass=max(rec.klass, klass),
+                       canary=canary, actions=tuple(self._verdict_actions(rec.node, applied, rollout.target)),
+                       **fields)
 
     def _verdict_actions(self, node: str, applied: Mapping[str, str], target: str):
         v = self._verdicts.get((self.applied_of(node, applied), target))
