@@ -111,7 +111,7 @@ def test_captured_node_states(capture, node, state, reason, user, extra):
 
 def test_captured_jobs_json_and_text():
     now = 1795242770.0
-    by_json = sp.jobs_from_json(read("resv.squeue.json"), now)
+    by_json = sp.queue_from_json(read("resv.squeue.json"), now)[0]
     by_text = sp.jobs_from_text(read("resv.squeue.txt"), now)
     assert by_json == by_text  # completed jobs 1 and 2 are left out
     (job,) = by_json
@@ -147,7 +147,7 @@ def test_newer_json_shapes():
          "start_time": {"set": True, "number": 1000}, "end_time": {"set": False, "number": 0},
          "time_limit": {"set": False, "infinite": True, "number": 0}},
         {"job_id": 9, "job_state": ["PENDING"], "nodes": ""}]})
-    j7, j8 = sp.jobs_from_json(jobs, now=2000)
+    j7, j8 = sp.queue_from_json(jobs, now=2000)[0]
     assert j7.nodes == ("gpu01", "gpu02", "gpu03") and j7.end_time == 4600
     assert j8.end_time > 2000 + 365 * 86400  # no time limit: not idle any time soon
 

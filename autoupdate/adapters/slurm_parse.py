@@ -290,10 +290,6 @@ def _job_end(start: float, end: float | None, limit_seconds: float | None, now: 
     return end
 
 
-def jobs_from_json(text: str, now: float, what: str = "squeue --json") -> list[Job]:
-    return queue_from_json(text, now, what)[0]
-
-
 def queue_from_json(text: str, now: float, what: str = "squeue --json") -> tuple[list[Job], tuple[PendingJob, ...]]:
     """The jobs holding nodes, and those waiting for nodes (see `waiting_for_nodes`)."""
     data = load_json(text, what)

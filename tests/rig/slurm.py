@@ -73,7 +73,6 @@ def _wait(predicate, timeout: float, what: str, interval: float = 0.1):
         time.sleep(interval)
 
 
-
 def _fields(line: str) -> dict[str, str]:
     """`scontrol -o show ...` Key=Value words (Reason= may contain spaces: words without '=' are
     glued on to the value before them)."""
@@ -86,6 +85,7 @@ def _fields(line: str) -> dict[str, str]:
         elif key:
             fields[key] += " " + word
     return fields
+
 
 class SlurmRig:
     def __init__(self, directory: str | os.PathLike, n_nodes: int = 4, *, prefix: str = "node",
