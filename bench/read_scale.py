@@ -47,7 +47,7 @@ def text_outputs(nodes: int, running: int, pending: int) -> tuple[str, str, str]
     return show, run, wait
 
 
-def best_of(repeat: int, fn) -> float:
+def median_of(repeat: int, fn) -> float:
     times = []
     for _ in range(repeat):
         t = time.perf_counter()
@@ -72,11 +72,11 @@ def main() -> int:
     assert len(jobs) == a.running and len(sp.jobs_from_text(run, now)) == a.running  # parsed, not skipped
     assert len(sp.nodes_from_json(sinfo, "sinfo --json")) == len(sp.nodes_from_text(show)) == a.nodes
     rows = [
-        ("JSON", "nodes", len(sinfo), best_of(a.repeat, lambda: sp.nodes_from_json(sinfo, "sinfo --json"))),
-        ("JSON", "jobs (running and pending)", len(squeue), best_of(a.repeat, lambda: sp.queue_from_json(squeue, now))),
-        ("text", "nodes", len(show), best_of(a.repeat, lambda: sp.nodes_from_text(show))),
-        ("text", "running jobs", len(run), best_of(a.repeat, lambda: sp.jobs_from_text(run, now))),
-        ("text", "pending jobs", len(wait), best_of(a.repeat, lambda: sp.pending_from_text(wait))),
+        ("JSON", "nodes", len(sinfo), median_of(a.repeat, lambda: sp.nodes_from_json(sinfo, "sinfo --json"))),
+        ("JSON", "jobs (running and pending)", len(squeue), median_of(a.repeat, lambda: sp.queue_from_json(squeue, now))),
+        ("text", "nodes", len(show), median_of(a.repeat, lambda: sp.nodes_from_text(show))),
+        ("text", "running jobs", len(run), median_of(a.repeat, lambda: sp.jobs_from_text(run, now))),
+        ("text", "pending jobs", len(wait), median_of(a.repeat, lambda: sp.pending_from_text(wait))),
     ]
     print(f"{a.nodes} nodes, {a.running} running + {a.pending} pending jobs ({len(waiting)} waiting for nodes); "
           f"median of {a.repeat}")
