@@ -129,9 +129,14 @@ def test_bench_refuses_bad_options_with_one_line(argv, capsys):
     assert "error:" in err and "Traceback" not in err
 
 
-def _point(index: int, done: dict[str, float]) -> bench.StartPoint:
-    results = [bench.RunResult(name, index, h, 16.7, 0.0, 0, 0.0, 0.0, 10, None) for name, h in done.items()]
+def _point(index: int, done: dict[str, float], lost: dict[str, float] | None = None,
+           wait: dict[str, float] | None = None) -> bench.StartPoint:
+    results = [bench.RunResult(name, index, h, (lost or {}).get(name, 16.7), 0.0, 0, (wait or {}).get(name, 0.0),
+                               0.0, 10, None) for name, h in done.items()]
     return bench.StartPoint(index, 0.0, 1, 0, 1.0, results)
+
+
+_NAMES = ("all at once", "batches of 10%", "one at a time", "maint reservations", "autoupdate")
 
 
 @pytest.mark.parametrize("canaries, expected", [
@@ -142,9 +147,28 @@ def _point(index: int, done: dict[str, float]) -> bench.StartPoint:
 ])
 def test_targets_name_the_floor_a_start_point_cannot_beat(canaries, expected):
     p = Params(reboot_seconds=600, canaries=canaries, soak_seconds=600)
-    names = ("all at once", "batches of 10%", "maint reservations", "autoupdate")
+    names = _NAMES
     points = [_point(0, dict.fromkeys(names, 20.0)), _point(1, {**dict.fromkeys(names, 1.98), "all at once": 0.98,
                                                               "autoupdate": 2.02})]
     lines = bench.targets(points, p, 100)
     assert expected in lines
     assert "time vs all at once where 1.5x is reachable within the budget: worst 1.00x (1/2 start points)" in lines
+
+
+# Each budgeted baseline gets a line; ties count as lower or equal (one at a time sits at the bound).
+@pytest.mark.parametrize("base, lost, wait, expected", [
+    ("batches of 10%", {"batches of 10%": 150.0}, {"batches of 10%": 0.3},
+     "vs batches of 10%: lost node-h lower or equal at 2/2 start points, mean extra wait lower or equal at 2/2"),
+    ("maint reservations", {"maint reservations": 25.0}, {"maint reservations": -0.2},
+     "vs maint reservations: lost node-h lower or equal at 2/2 start points, mean extra wait lower or equal at 1/2"),
+    ("one at a time", {"one at a time": 16.67}, {"one at a time": 0.01},
+     "vs one at a time: lost node-h lower or equal at 1/2 start points, mean extra wait lower or equal at 2/2"),
+])
+def test_targets_compare_with_every_budgeted_baseline(base, lost, wait, expected):
+    p = Params(reboot_seconds=600, canaries=2, soak_seconds=600)
+    done = dict.fromkeys(_NAMES, 20.0)
+    ours = {"autoupdate": 16.77}
+    points = [_point(0, done, {**lost, **ours}, {**wait, "autoupdate": 0.0}),
+              _point(1, done, {base: lost[base], "autoupdate": lost[base]}, {base: 0.0, "autoupdate": 0.0})]
+    lines = bench.targets(points, p, 100)
+    assert expected in lines

@@ -60,6 +60,9 @@ class RunResult:
     max_out: int
     budget: int | None  # the most nodes it may take out at once (None: no budget)
     timeline: list[tuple[float, int]] = field(default_factory=list)  # (hours since start, out)
+    # Summed over those jobs (job-hours): a mean over a rollout ten times longer is diluted by
+    # the many jobs that never met a reboot; the total is not.
+    wait_total_h: float = 0.0
 
 
 @dataclass
@@ -150,7 +153,7 @@ def run_start_point(spec: TraceSpec, trace: Trace, index: int, start: float, war
             deficit_nh=(ref_busy[back] - busy) / spec.cores / 3600,
             killed=cluster.stats.jobs_killed - base.stats.jobs_killed, max_out=cluster.stats.max_out_of_service,
             wait_mean_h=statistics.fmean(extra) if extra else 0.0, wait_p95_h=percentile(extra, 0.95),
-            budget=budget, timeline=[((t - t0) / 3600, out) for t, out in cluster.stats.timeline if t >= t0]))
+            wait_total_h=math.fsum(extra), budget=budget, timeline=[((t - t0) / 3600, out) for t, out in cluster.stats.timeline if t >= t0]))
     return point
 
 
@@ -211,7 +214,8 @@ def run_bench(traces=("KTH", "HPC2N"), starts: int = 10, warmup_days: float = 14
 
 COLUMNS = [("done_h", "time to all updated (h)"), ("lost_nh", "lost node-h (out of service)"),
            ("deficit_nh", "work deficit vs ref (node-h)"), ("wait_mean_h", "extra wait mean (h)"),
-           ("wait_p95_h", "extra wait p95 (h)"), ("max_out", "most out at once")]
+           ("wait_p95_h", "extra wait p95 (h)"), ("wait_total_h", "extra wait total (job-h)"),
+           ("max_out", "most out at once")]
 
 
 def summarise(points: list[StartPoint], p: Params, nodes: int) -> list[dict]:
@@ -293,11 +297,13 @@ def targets(points: list[StartPoint], p: Params, nodes: int, ours: str = "autoup
         out.append(f"time vs all at once where 1.5x is reachable within the budget: worst {ratio:.2f}x "
                    f"({len(feasible)}/{len(points)} start points)")
     out.append(f"lost node-h vs lower bound: worst {lost_ratio:.2f}x (target <= 1.5x)")
-    for base in ("batches of 10%", "maint reservations"):
-        lost = sum(1 for pt in points if by(pt, ours).lost_nh <= by(pt, base).lost_nh)
+    # Every budgeted baseline. One at a time sits at the node-hours bound by construction (one
+    # node out, reacting with no delay), and its mean is over the jobs of a rollout 10-40x longer.
+    for base in ("batches of 10%", "maint reservations", "one at a time"):
+        lost = sum(1 for pt in points if by(pt, ours).lost_nh <= by(pt, base).lost_nh + 1e-9)
         wait = sum(1 for pt in points if by(pt, ours).wait_mean_h <= by(pt, base).wait_mean_h + 1e-9)
-        out.append(f"vs {base}: fewer lost node-h at {lost}/{len(points)} start points, "
-                   f"less mean extra wait at {wait}/{len(points)}")
+        out.append(f"vs {base}: lost node-h lower or equal at {lost}/{len(points)} start points, "
+                   f"mean extra wait lower or equal at {wait}/{len(points)}")
     return out
 
 
