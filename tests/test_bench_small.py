@@ -59,6 +59,12 @@ def test_every_strategy_updates_all_without_killing_or_breaking_the_budget(trace
         assert 0 < r.max_out <= budget
     assert r.done_h >= point.bound_h - 1e-6  # nobody beats the lower bound: the replay is honest
     assert r.lost_nh >= NODES * p.reboot_seconds / 3600 - 1e-6
+    # The total is the mean times the number of jobs submitted during the rollout.
+    if r.wait_mean_h:
+        jobs = r.wait_total_h / r.wait_mean_h
+        assert jobs >= 1 and jobs == pytest.approx(round(jobs), abs=1e-6)
+    else:
+        assert r.wait_total_h == pytest.approx(0.0, abs=1e-9)
 
 
 def test_easy_backfill_lets_short_jobs_jump_a_blocked_head():
