@@ -59,8 +59,19 @@ def _store(settings: Settings):
         raise UserError(f"no state yet in {settings.state_dir} (has `autoupdate run` started?)") from None
 
 
+def _config_after(ctx: click.Context, _param, value: str | None) -> None:
+    if value is not None:  # `autoupdate status -c FILE` as well as `autoupdate -c FILE status`
+        ctx.ensure_object(dict)["config"] = value
+
+
+# Every command that reads the configuration takes -c/--config after its name too.
+CONFIG_HELP = f"configuration file [$AUTOUPDATE_CONFIG, {DEFAULT_CONFIG}]"
+config_option = click.option("-c", "--config", metavar="FILE", expose_value=False, callback=_config_after,
+                             help=CONFIG_HELP)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-c", "--config", metavar="FILE", help=f"configuration file [$AUTOUPDATE_CONFIG, {DEFAULT_CONFIG}]")
+@click.option("-c", "--config", metavar="FILE", help=CONFIG_HELP)
 @click.version_option(package_name="autoupdate")
 @click.pass_context
 def cli(ctx: click.Context, config: str | None) -> None:
@@ -80,6 +91,7 @@ def check_config(ctx: click.Context, file: str) -> None:
 
 
 @cli.command()
+@config_option
 @click.option("--exit-when-done", is_flag=True, help="exit once HEAD is rolled out (3 if halted)")
 @click.option("--max-seconds", type=float, default=None, help="exit after this long (tests)")
 @click.pass_context
@@ -97,6 +109,7 @@ def run(ctx: click.Context, exit_when_done: bool, max_seconds: float | None) -> 
 
 
 @cli.command()
+@config_option
 @click.option("--reason", default="", help="why (shown by status and in notifications)")
 @click.pass_context
 def pause(ctx: click.Context, reason: str) -> None:
@@ -110,6 +123,7 @@ def pause(ctx: click.Context, reason: str) -> None:
 
 
 @cli.command()
+@config_option
 @click.pass_context
 def resume(ctx: click.Context) -> None:
     """Allow new node work again."""
@@ -166,6 +180,7 @@ def status_data(settings: Settings) -> dict:
 
 
 @cli.command()
+@config_option
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
@@ -205,6 +220,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
 
 
 @cli.command()
+@config_option
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @click.option("-n", "--limit", default=50, show_default=True, help="rollouts and transitions to show")
 @click.option("--node", default=None, help="only this node's transitions (its attempts)")
@@ -237,6 +253,7 @@ def history(ctx: click.Context, as_json: bool, limit: int, node: str | None, rol
 
 
 @cli.command()
+@config_option
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @click.pass_context
 def plan(ctx: click.Context, as_json: bool) -> None:
@@ -321,6 +338,7 @@ def _node_rows(records, nodes: list[str] | None, phase: str | None) -> list[dict
 
 
 @cli.command()
+@config_option
 @click.argument("hostlist", required=False, default="")
 @click.option("--phase", type=click.Choice([p.value for p in NodePhase]), default=None, help="only nodes in this phase")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
@@ -376,6 +394,7 @@ def _admin_request(ctx: click.Context, action: str, hostlist: tuple[str, ...], a
 
 
 @cli.command()
+@config_option
 @click.argument("hostlist", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @click.pass_context
@@ -385,6 +404,7 @@ def retry(ctx: click.Context, hostlist: tuple[str, ...], as_json: bool) -> None:
 
 
 @cli.command()
+@config_option
 @click.argument("hostlist", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @click.pass_context

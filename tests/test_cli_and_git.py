@@ -1,6 +1,7 @@
 """The CLI in-process and the real git source against real repositories."""
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -143,6 +144,23 @@ def test_pause_resume_and_status(tmp_path):
     assert data["paused"] and data["paused_reason"] == "fixing the playbook"
     assert invoke("-c", cfg, "resume").output.strip() == "resumed"
     assert json.loads(invoke("-c", cfg, "status", "--json").output)["paused"] is False
+
+
+@pytest.mark.parametrize("where", ["before the command", "after the command", "after, overriding before"])
+def test_config_option_before_or_after_the_command(tmp_path, where):
+    bare, _ = make_repo(tmp_path)
+    cfg = str(write_config(tmp_path, bare))
+    wrong = str(tmp_path / "missing.yaml")
+    argv = {"before the command": [["-c", cfg, "pause", "--reason", "r"], ["-c", cfg, "status", "--json"]],
+            "after the command": [["pause", "-c", cfg, "--reason", "r"], ["status", "--json", "--config", cfg]],
+            "after, overriding before": [["-c", wrong, "pause", "-c", cfg], ["--config", wrong, "status", "-c", cfg]],
+            }[where]
+    res = invoke(*argv[0])
+    assert res.exit_code == 0 and "paused" in res.output, res.output
+    res = invoke(*argv[1])  # no state yet: named after this configuration's state_dir
+    assert res.exit_code == 2 and f"no state yet in {tmp_path}" in res.output, res.output
+    assert invoke("run", "--exit-when-done", "-c", cfg).exit_code == 0  # baseline only
+    assert json.loads(invoke("status", "--json", "-c", cfg).output)["paused"] is True
 
 
 def test_run_rolls_out_a_real_commit_and_history_shows_it(tmp_path):
