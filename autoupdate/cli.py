@@ -222,7 +222,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
 @cli.command()
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-@click.option("-n", "--limit", default=50, show_default=True, help="rollouts and transitions to show")
+@click.option("-n", "--limit", type=click.IntRange(min=1), default=50, show_default=True,
+              help="rollouts and transitions to show")
 @click.option("--node", default=None, help="only this node's transitions (its attempts)")
 @click.option("--rollout", "rollout_id", type=int, default=None, help="only this rollout's transitions")
 @click.pass_context
@@ -426,14 +427,14 @@ def _applied(settings: Settings) -> tuple[dict[str, str], str | None]:
 
 
 @cli.command()
-@click.option("--nodes", default=32, show_default=True, help="simulated nodes (two partitions)")
-@click.option("--speed", default=1200.0, show_default=True, help="simulated seconds per wall second")
+@click.option("--nodes", type=click.IntRange(4, 10_000), default=32, show_default=True,
+              help="simulated nodes (two partitions)")
+@click.option("--speed", type=click.FloatRange(min=0, min_open=True), default=1200.0, show_default=True,
+              help="simulated seconds per wall second")
 @click.option("--quiet", is_flag=True, help="only the summary")
 def demo(nodes: int, speed: float, quiet: bool) -> None:
     """Roll a change over a simulated cluster with running jobs, live."""
     from .demo import run_demo
-    if nodes < 4:
-        raise UserError("--nodes: at least 4")
     summary = run_demo(nodes=nodes, speed=speed, quiet=quiet)
     sys.exit(0 if summary["jobs_killed"] == 0 and summary["updated"] == summary["nodes"] else 1)
 

@@ -190,6 +190,21 @@ def test_run_with_unknown_backend_is_one_line(tmp_path):
     assert "pyslurm" in res.stderr and len(res.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("argv, culprit", [
+    (["demo", "--nodes", "0"], "--nodes"),
+    (["demo", "--nodes", "100000000"], "--nodes"),
+    (["demo", "--speed", "0"], "--speed"),
+    (["demo", "--speed", "-5"], "--speed"),
+    (["history", "-n", "-5"], "--limit"),
+    (["history", "-n", "0"], "--limit"),
+    (["nodes", "--phase", "bogus"], "--phase"),
+])
+def test_bad_option_values_are_one_error_naming_the_option(argv, culprit):
+    res = CliRunner().invoke(cli, argv)
+    assert res.exit_code == 2 and culprit in res.output and "Traceback" not in res.output, res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit)
+
+
 def test_demo_rolls_every_node_and_kills_nothing():
     from autoupdate.demo import run_demo
     summary = run_demo(nodes=16, speed=4000, quiet=True)
