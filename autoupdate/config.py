@@ -507,14 +507,32 @@ def _loc(loc: tuple) -> str:
     return "".join(parts) or "(top level)"
 
 
+_TYPE_NAMES = {"int_type": "an integer", "int_parsing": "an integer", "string_type": "a string",
+               "dict_type": "a mapping", "list_type": "a list", "bool_type": "true or false",
+               "bool_parsing": "true or false", "float_type": "a number", "float_parsing": "a number"}
+
+
 def _problems(exc: ValidationError) -> list[str]:
-    out = []
+    """One line per culprit. A key that takes one of several forms (a count or a map of counts)
+    fails each form: say what was wrong with the value if any form got that far, else which
+    forms it may take, not one 'should be a valid ...' per form."""
+    by_key: dict[str, list[dict]] = {}
     for err in exc.errors():
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        out.append(f"{_loc(err['loc'])}: {msg}")
-    return sorted(set(out))
+        by_key.setdefault(_loc(err["loc"]), []).append(err)
+    out = set()
+    for key, errs in by_key.items():
+        wrong_type = [e for e in errs if e["type"] in _TYPE_NAMES]
+        if len(wrong_type) == len(errs) and any(k.startswith((f"{key}.", f"{key}[")) for k in by_key):
+            continue  # the value had the form of a map or list: what is wrong is inside it
+        if len(wrong_type) > 1 and len(wrong_type) == len(errs):
+            forms = list(dict.fromkeys(_TYPE_NAMES[e["type"]] for e in wrong_type))
+            out.add(f"{key}: expected {', '.join(forms[:-1])} or {forms[-1]}" if len(forms) > 1
+                    else f"{key}: expected {forms[0]}")
+            continue
+        for err in [e for e in errs if e not in wrong_type] or errs:
+            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+            out.add(f"{key}: {msg}")
+    return sorted(out)
 
 
 def parse_config(data: Any, source: str = "<config>") -> Settings:

@@ -37,6 +37,22 @@ def test_config_errors_name_the_key(data, problem):
     assert any(problem in p for p in exc.value.problems), exc.value.problems
 
 
+_AMOUNT = "expected a count or a percentage such as '10%', got '150%'"
+
+
+# A key of several forms (a count, or a map of counts per partition) fails each form: one line.
+@pytest.mark.parametrize("value, problems", [
+    ("150%", [f"rollout.max_unavailable: {_AMOUNT}"]),
+    ({"batch": "150%"}, [f"rollout.max_unavailable.batch: {_AMOUNT}"]),
+    ([1, 2], ["rollout.max_unavailable: expected an integer, a string or a mapping"]),
+    ({"batch": [1]}, ["rollout.max_unavailable.batch: expected an integer or a string"]),
+])
+def test_a_key_of_several_forms_gets_one_line(value, problems):
+    with pytest.raises(ConfigError) as exc:
+        parse_config({**REPO, "rollout": {"max_unavailable": value}}, "f.yaml")
+    assert exc.value.problems == problems
+
+
 def test_config_reports_every_problem_at_once():
     with pytest.raises(ConfigError) as exc:
         parse_config({**REPO, "rollout": {"max_attempts": 0, "soak_seconds": -1}, "bogus": 1})
