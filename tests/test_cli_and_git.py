@@ -92,6 +92,96 @@ def test_git_source_errors_are_one_line(tmp_path, url, branch, message):
     assert message in str(exc.value) and "\n" not in str(exc.value)
 
 
+@pytest.fixture
+def auth_server():
+    """A real HTTP server that wants credentials for everything (401), as a private git host does."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="git"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+# A token in the repository URL never reaches a message (logs, Slack); git never asks on a terminal.
+@pytest.mark.parametrize("url, shown", [
+    ("http://alice:s3cretpw@{host}/x.git", "cannot clone http://alice:***@{host}/x.git: "),
+    ("http://ghp_s3cretpw@{host}/x.git", "cannot clone http://***@{host}/x.git: "),
+    ("http://{host}/x.git", "cannot clone http://{host}/x.git: "),  # no credentials: fails, no prompt
+    ("fetch http://alice:s3cretpw@{host}/x.git", "cannot fetch main from http://alice:***@{host}/x.git: "),
+])
+def test_git_source_errors_never_show_a_token(tmp_path, auth_server, url, shown):
+    workdir = tmp_path / "clone"
+    if url.startswith("fetch "):  # cloned before; the configured URL changed since
+        bare, _ = make_repo(tmp_path)
+        GitSource(str(bare), "main", workdir).fetch()
+        url = url.removeprefix("fetch ")
+    src = GitSource(url.format(host=auth_server), "main", workdir, timeout=20)
+    with pytest.raises(SourceError) as exc:
+        src.fetch()
+    message = str(exc.value)
+    assert message.startswith(shown.format(host=auth_server)) and "s3cretpw" not in message, message
+    assert "\n" not in message
+
+
+def test_git_never_asks_for_credentials_on_the_admins_terminal(tmp_path, auth_server):
+    """`autoupdate plan` run by hand has a terminal: git would ask it for a user name and hold the
+    command until the fetch timeout. Here a real terminal (a pty) is the controlling one."""
+    import os
+    import pty
+    import select
+    import sys
+    import time
+    master, slave = pty.openpty()
+    name = os.ttyname(slave)
+    os.close(slave)
+    script = ("import os, sys; os.setsid(); fd = os.open(sys.argv[1], os.O_RDWR); "  # the pty becomes /dev/tty
+              "from autoupdate.adapters.git_source import GitSource; from autoupdate.ports import SourceError\n"
+              "try: GitSource(sys.argv[2], 'main', sys.argv[3], timeout=8).fetch()\n"
+              "except SourceError as e: print('ERROR', e)")
+    proc = subprocess.Popen([sys.executable, "-c", script, name, f"http://{auth_server}/x.git", str(tmp_path / "c")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen, deadline = b"", time.monotonic() + 60  # a prompting git is killed by the fetch timeout (8 s)
+    while proc.poll() is None and time.monotonic() < deadline:
+        if select.select([master], [], [], 0.2)[0]:
+            try:
+                seen += os.read(master, 1024)
+            except OSError:  # EIO while no process has the terminal open
+                time.sleep(0.05)
+    if proc.poll() is None:
+        proc.kill()
+    out, err = proc.communicate(timeout=30)
+    os.close(master)
+    assert b"Username" not in seen, seen
+    assert out.startswith(f"ERROR cannot clone http://{auth_server}/x.git: "), (out, err)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("https://alice:s3cret@h/x.git", "https://alice:***@h/x.git"),
+    ("https://oauth2:glpat-A_b.c~d@gitlab.example.org:8443/g/r.git", "https://oauth2:***@gitlab.example.org:8443/g/r.git"),
+    ("https://ghp_abc123@github.com/o/r.git", "https://***@github.com/o/r.git"),
+    ("ssh://git@h/x.git", "ssh://git@h/x.git"),
+    ("ssh://u:pw@h/x", "ssh://u:***@h/x"),
+    ("git@github.com:o/r.git", "git@github.com:o/r.git"),
+    ("/srv/git/x.git", "/srv/git/x.git"),
+    ("fatal: from https://u:p@h/r and http://v:q@k/", "fatal: from https://u:***@h/r and http://v:***@k/"),
+])
+def test_without_password(text, expected):
+    from autoupdate.adapters.git_source import without_password
+    assert without_password(text) == expected
+
+
 def invoke(*args):
     return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 

@@ -1,6 +1,7 @@
 """The configuration repository through GitPython: clone, fetch the tracked branch, diff, read."""
 from __future__ import annotations
 
+import re
 import shutil
 import threading
 from pathlib import Path
@@ -10,6 +11,29 @@ from git.exc import BadName, GitCommandError, InvalidGitRepositoryError, NoSuchP
 
 from ..model import Revision
 from ..ports import SourceError
+
+
+_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^/@:\s]*)(?P<password>:[^/@\s]*)?@",
+                       re.IGNORECASE)
+
+
+# A server that wants credentials gets none and git fails at once, rather than asking on the
+# admin's terminal (`autoupdate plan`) and holding the command until the fetch timeout.
+_NO_PROMPT = {"GIT_TERMINAL_PROMPT": "0"}
+
+
+def _hide(m: re.Match) -> str:
+    if m["password"] is not None:
+        return f"{m['scheme']}{m['user']}:***@"
+    # https://TOKEN@host (how GitHub and GitLab take a token) hides it; ssh://git@host stays.
+    return f"{m['scheme']}***@" if m["scheme"].lower().startswith("http") else m[0]
+
+
+def without_password(text: str) -> str:
+    """https://user:token@host/repo -> https://user:***@host/repo: a token in the repository URL
+    never reaches a log line, an error or a Slack message (git itself keeps it in the clone's
+    config, under the state directory, 0700)."""
+    return _USERINFO.sub(_hide, text)
 
 
 def _revision(commit) -> Revision:
@@ -22,6 +46,7 @@ class GitSource:
 
     def __init__(self, url: str, branch: str, workdir: Path, timeout: float = 120.0):
         self.url = url
+        self.shown = without_password(url)  # the URL as messages show it
         self.branch = branch
         self.workdir = Path(workdir)
         self.timeout = timeout
@@ -43,10 +68,11 @@ class GitSource:
             self.workdir.parent.mkdir(parents=True, exist_ok=True)
             try:
                 # A bare mirror of the remote: we only read objects, worktrees come from checkout().
-                repo = git.Repo.clone_from(self.url, self.workdir, bare=True,
+                repo = git.Repo.clone_from(self.url, self.workdir, bare=True, env=_NO_PROMPT,
                                            kill_after_timeout=self.timeout)
             except GitCommandError as exc:
-                raise SourceError(f"cannot clone {self.url}: {_stderr(exc)}") from None
+                raise SourceError(f"cannot clone {self.shown}: {_stderr(exc)}") from None
+        repo.git.update_environment(**_NO_PROMPT)
         self._repo = repo
         return repo
 
@@ -57,11 +83,11 @@ class GitSource:
             try:
                 repo.git.fetch("origin", refspec, "--prune", kill_after_timeout=self.timeout)
             except GitCommandError as exc:
-                raise SourceError(f"cannot fetch {self.branch} from {self.url}: {_stderr(exc)}") from None
+                raise SourceError(f"cannot fetch {self.branch} from {self.shown}: {_stderr(exc)}") from None
             try:
                 return _revision(repo.commit(f"refs/heads/{self.branch}"))
             except (BadName, ValueError):
-                raise SourceError(f"branch {self.branch!r} not found in {self.url}") from None
+                raise SourceError(f"branch {self.branch!r} not found in {self.shown}") from None
 
     def _commit(self, sha: str):
         try:
@@ -69,7 +95,7 @@ class GitSource:
             commit.size  # objects load lazily: make a missing one fail here, not later
             return commit
         except (BadName, ValueError, GitCommandError):
-            raise SourceError(f"commit {sha[:12]} not found in {self.url}") from None
+            raise SourceError(f"commit {sha[:12]} not found in {self.shown}") from None
 
     def exists(self, sha: str) -> bool:
         try:
@@ -124,5 +150,5 @@ class GitSource:
 
 
 def _stderr(exc: GitCommandError) -> str:
-    text = (exc.stderr or str(exc)).strip().replace("stderr: ", "").strip("'\" \n")
+    text = without_password((exc.stderr or str(exc)).strip().replace("stderr: ", "").strip("'\" \n"))
     return text.splitlines()[-1] if text else "git failed"
