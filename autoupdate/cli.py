@@ -52,11 +52,13 @@ def _ts(t: float | None) -> str:
 
 def _store(settings: Settings):
     from .daemon import state_db
-    from .store import Store
+    from .store import Store, StoreError
     try:
         return Store.open_readonly(state_db(settings))
     except FileNotFoundError:
         raise UserError(f"no state yet in {settings.state_dir} (has `autoupdate run` started?)") from None
+    except StoreError as exc:
+        raise UserError(str(exc)) from None
 
 
 def _config_after(ctx: click.Context, _param, value: str | None) -> None:
@@ -101,9 +103,10 @@ def run(ctx: click.Context, exit_when_done: bool, max_seconds: float | None) -> 
     from .daemon import Service
     settings, path = _load(ctx)
     logs.configure(settings.control.log_format, settings.control.log_level)
+    from .store import StoreError
     try:
         code = Service(settings, path).run(exit_when_done=exit_when_done, max_seconds=max_seconds)
-    except (BackendError, AdapterError) as exc:
+    except (BackendError, AdapterError, StoreError) as exc:
         raise UserError(str(exc)) from None
     sys.exit(code)
 
@@ -416,10 +419,9 @@ def skip(ctx: click.Context, hostlist: tuple[str, ...], as_json: bool) -> None:
 
 def _applied(settings: Settings) -> tuple[dict[str, str], str | None]:
     from .daemon import state_db
-    from .store import Store
     if not state_db(settings).exists():
         return {}, None
-    store = Store.open_readonly(state_db(settings))
+    store = _store(settings)
     try:
         return store.applied(), store.get_meta("baseline")
     finally:

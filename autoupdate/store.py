@@ -69,18 +69,26 @@ def _rollout(row: sqlite3.Row) -> Rollout:
                    canaries=tuple(json.loads(row["canaries"])))
 
 
+class StoreError(Exception):
+    """The state database cannot be opened: nothing can be done safely without it."""
+
+
 class Store:
     """SQLite state. Path ':memory:' gives a private in-memory store (unit tests)."""
 
     def __init__(self, path: str | Path):
-        if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
+        try:
+            if str(path) != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as exc:  # not a directory, read-only, not a database...
+            raise StoreError(f"cannot open the state database {path}: {getattr(exc, 'strerror', None) or exc}") \
+                from None
         # Reads are served from memory while no other connection has written (SQLite's
         # data_version says so); our own writes go to SQLite first, then to the cache. The
         # engine reads the records several times per tick: at 10,000 nodes that is what costs.

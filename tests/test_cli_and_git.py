@@ -295,6 +295,30 @@ def test_bad_option_values_are_one_error_naming_the_option(argv, culprit):
     assert res.exception is None or isinstance(res.exception, SystemExit)
 
 
+@pytest.mark.parametrize("state", ["a file where the directory should be", "not a database"])
+@pytest.mark.parametrize("command", [["run", "--exit-when-done"], ["status"], ["nodes"], ["history"], ["plan"],
+                                     ["retry", "n01"]])
+def test_an_unusable_state_database_is_one_line(tmp_path, state, command):
+    bare, _ = make_repo(tmp_path)
+    cfg = write_config(tmp_path, bare)
+    if state == "not a database":
+        (tmp_path / "state").mkdir()
+        (tmp_path / "state" / "state.db").write_text("not sqlite " * 20)
+    else:
+        (tmp_path / "state").write_text("")
+    res = CliRunner().invoke(cli, ["-c", str(cfg), *command])
+    assert not isinstance(res.exception, Exception), res.exception  # SystemExit(2) only: no traceback
+    assert res.exit_code == 2, res.output
+    # Readers find no database where there is no directory; `run` cannot create one there, nor
+    # `plan` its clone of the repository.
+    expected = f"autoupdate: cannot open the state database {tmp_path}/state/state.db: "
+    if state.startswith("a file"):
+        expected = {"run": expected, "plan": f"autoupdate: cannot create {tmp_path}/state: "}.get(
+            command[0], f"autoupdate: no state yet in {tmp_path}/state")
+    line = res.output.strip()
+    assert line.startswith(expected) and "\n" not in line, res.output
+
+
 def test_demo_rolls_every_node_and_kills_nothing():
     from autoupdate.demo import run_demo
     summary = run_demo(nodes=16, speed=4000, quiet=True)

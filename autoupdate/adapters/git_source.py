@@ -65,7 +65,10 @@ class GitSource:
             if repo.remotes and repo.remotes.origin.url != self.url:
                 repo.remotes.origin.set_url(self.url)
         except (InvalidGitRepositoryError, NoSuchPathError):
-            self.workdir.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.workdir.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise SourceError(f"cannot create {self.workdir.parent}: {exc.strerror or exc}") from None
             try:
                 # A bare mirror of the remote: we only read objects, worktrees come from checkout().
                 repo = git.Repo.clone_from(self.url, self.workdir, bare=True, env=_NO_PROMPT,
