@@ -135,6 +135,29 @@ def test_bench_refuses_bad_options_with_one_line(argv, capsys):
     assert "error:" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("case, argv, trace, culprit", [
+    ("unknown trace", ["--traces", "NOPE"], None, "--traces: unknown trace 'NOPE' (known: KTH, HPC2N)"),
+    ("no trace there", ["--traces", "KTH"], None, "cannot read the KTH trace"),
+    ("not gzip", ["--traces", "KTH"], b"plain text", "Not a gzipped file"),
+    ("not SWF", ["--traces", "KTH"], gzip.compress(b"; MaxNodes: 100\n1 0 0 x 1 -1 -1 1 60 -1 1 1 1 -1 1 1 -1 -1\n"),
+     "line 2: an SWF job line holds numbers"),
+    ("output under a file", ["--traces", "KTH", "--out", "{file}/out"], "fixture", "--out: cannot create"),
+])
+def test_bench_checks_its_inputs_before_replaying(tmp_path, monkeypatch, capsys, case, argv, trace, culprit):
+    monkeypatch.setenv("AUTOUPDATE_TRACES", str(tmp_path))
+    monkeypatch.setattr(bench, "_TRACE_CACHE", {})
+    if trace == "fixture":  # a readable trace: the output directory is the culprit
+        synthetic_trace(tmp_path / bench.TRACES["KTH"].file, jobs=50)
+    elif trace is not None:
+        (tmp_path / bench.TRACES["KTH"].file).write_bytes(trace)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit) as exc:
+        bench.main([a.format(file=tmp_path / "file") for a in argv])
+    assert exc.value.code == 2, case
+    err = capsys.readouterr().err
+    assert culprit in err and "Traceback" not in err, (case, err)
+
+
 def _point(index: int, done: dict[str, float], lost: dict[str, float] | None = None,
            wait: dict[str, float] | None = None) -> bench.StartPoint:
     results = [bench.RunResult(name, index, h, (lost or {}).get(name, 16.7), 0.0, 0, (wait or {}).get(name, 0.0),

@@ -373,10 +373,27 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.canaries < 0 or a.soak_minutes < 0 or a.reboot_minutes <= 0 or a.tick <= 0 or a.starts < 1:
         ap.error("--canaries and --soak-minutes must be >= 0, --reboot-minutes and --tick > 0, --starts >= 1")
+    names = tuple(a.traces.split(","))
+    unknown = [n for n in names if n not in TRACES]
+    if unknown:
+        ap.error(f"--traces: unknown trace {unknown[0]!r} (known: {', '.join(TRACES)})")
+    # Before minutes of replay, not after: every trace readable, the output directory writable.
+    for name in names:
+        try:
+            _load(TRACES[name])
+        except OSError as exc:  # gzip's "Not a gzipped file" included
+            ap.error(f"cannot read the {name} trace {trace_dir() / TRACES[name].file}: {exc.strerror or exc} "
+                     "(AUTOUPDATE_TRACES: the directory holding the traces)")
+        except ValueError as exc:
+            ap.error(f"the {name} trace is not SWF: {exc}")
+    try:
+        Path(a.out).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        ap.error(f"--out: cannot create {a.out}: {exc.strerror or exc}")
     p = Params(reboot_seconds=a.reboot_minutes * 60, tick_seconds=a.tick, canaries=a.canaries,
                soak_seconds=a.soak_minutes * 60)
     started = time.monotonic()
-    results = run_bench(tuple(a.traces.split(",")), a.starts, a.warmup_days, p, a.workers)
+    results = run_bench(names, a.starts, a.warmup_days, p, a.workers)
     print(write_outputs(results, p, Path(a.out)))
     print(f"({time.monotonic() - started:.0f} s; written to {a.out}/)")
     return 0

@@ -51,22 +51,23 @@ def parse_line(line: str) -> TraceJob | None:
     f = line.split()
     if len(f) < 9:
         raise ValueError(f"an SWF job line has 18 fields, this one {len(f)}: {line.strip()[:60]!r}")
-    runtime, procs = float(f[3]), int(f[4])
-    if procs <= 0:
-        procs = int(f[7])  # allocated unknown: the request
+    try:
+        runtime, procs, requested, submit, wait = float(f[3]), int(f[4]), float(f[8]), float(f[1]), float(f[2])
+        if procs <= 0:
+            procs = int(f[7])  # allocated unknown: the request
+    except ValueError:
+        raise ValueError(f"an SWF job line holds numbers: {line.strip()[:60]!r}") from None
     if runtime <= 0 or procs <= 0:
         return None
-    requested = float(f[8])
     limit = max(requested, runtime) if requested > 0 else runtime
-    return TraceJob(job_id=f[0], submit=float(f[1]), wait=float(f[2]), runtime=runtime, procs=procs,
-                    limit=limit)
+    return TraceJob(job_id=f[0], submit=submit, wait=wait, runtime=runtime, procs=procs, limit=limit)
 
 
 def load(path: str | Path) -> Trace:
     path = Path(path)
     trace = Trace(name=path.name.split(".swf")[0])
     with _open(path) as fh:
-        for line in fh:
+        for number, line in enumerate(fh, 1):
             if line.startswith(";"):
                 key, sep, value = line[1:].partition(":")
                 if sep and key.strip() and key.strip() not in trace.header:
@@ -74,7 +75,10 @@ def load(path: str | Path) -> Trace:
                 continue
             if not line.strip():
                 continue
-            job = parse_line(line)
+            try:
+                job = parse_line(line)
+            except ValueError as exc:
+                raise ValueError(f"{path}, line {number}: {exc}") from None
             if job is None:
                 trace.skipped += 1
             else:
