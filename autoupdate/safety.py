@@ -150,7 +150,7 @@ class PauseState:
 def read_pause(path: Path) -> PauseState:
     """The control file: present means paused. Its content (JSON or plain text) says why."""
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8", errors="replace")  # whatever a human wrote there
         st = path.stat()
     except FileNotFoundError:
         return PauseState(False)

@@ -230,6 +230,27 @@ def test_pause_file_roundtrip(tmp_path):
     assert read_pause(p).reason == "plain text reason"
 
 
+# Whatever is in the control file, its presence means paused and nothing raises.
+@pytest.mark.parametrize("content, reason", [
+    (b"\xff\xfe\x00 stop", "\ufffd\ufffd\x00 stop"),  # not UTF-8
+    (b'{"since": "yesterday", "reason": 5}', '{"since": "yesterday", "reason": 5}'),  # JSON, wrong types
+    (b'["a list"]', '["a list"]'),
+    (b"", ""),
+])
+def test_any_pause_file_content_means_paused(tmp_path, content, reason):
+    p = tmp_path / "pause"
+    p.write_bytes(content)
+    st = read_pause(p)
+    assert st.paused and st.reason == reason
+
+
+def test_an_unreadable_pause_file_means_paused(tmp_path):
+    p = tmp_path / "pause"
+    p.mkdir()  # a directory: read fails
+    st = read_pause(p)
+    assert st.paused and "pause file unreadable" in st.reason
+
+
 @pytest.mark.parametrize("text, expected", [
     ("c00001", ["c00001"]),  # plain names skip NodeSet: the same answer
     ("node-1.ib", ["node-1.ib"]),
