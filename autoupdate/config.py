@@ -18,6 +18,7 @@ from pydantic import (
 from . import windows
 from .model import ChangeClass
 from .nodeset import HostlistError, expand
+from .textfile import read_text
 
 
 class ConfigError(Exception):
@@ -549,7 +550,7 @@ def parse_config(data: Any, source: str = "<config>") -> Settings:
 def load_config(path: str | Path) -> Settings:
     path = Path(path)
     try:
-        text = path.read_text()
+        text = read_text(path)
     except OSError as exc:
         raise ConfigError(str(path), [f"cannot read: {exc.strerror or exc}"]) from None
     try:

@@ -203,11 +203,12 @@ def test_check_config_ok_and_errors(tmp_path):
 @pytest.mark.parametrize("text,message", [
     ("repository: [unclosed", "invalid YAML"),
     (None, "cannot read"),
+    (b"repository: {url: '\xff'}\n", "cannot read: not UTF-8 text (byte 20)"),
 ])
 def test_check_config_unreadable(tmp_path, text, message):
     path = tmp_path / "c.yaml"
     if text is not None:
-        path.write_text(text)
+        path.write_bytes(text if isinstance(text, bytes) else text.encode())
     res = invoke("check-config", str(path))
     assert res.exit_code == 2 and message in res.output and res.output.count("\n") == 1
 

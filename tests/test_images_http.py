@@ -101,11 +101,12 @@ def test_bss_put_failure_fails_only_that_node(bss, token_file):
     ("wrong-token", "HTTP 401"),
     ("", "is empty"),
     (None, "cannot read BSS token file"),
+    (b"wrong-token\xff", "not UTF-8 text (byte 12)"),
 ])
 def test_bss_bad_token_fails_without_revealing_it(bss, tmp_path, token_text, expect):
     path = tmp_path / "t"
     if token_text is not None:
-        path.write_text(token_text)
+        path.write_bytes(token_text if isinstance(token_text, bytes) else token_text.encode())
     backend = bss_backend(bss, path)
     with pytest.raises(ImageError) as err:
         backend.set_image(["nid001"], NEW)

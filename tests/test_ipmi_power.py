@@ -254,10 +254,10 @@ def test_credentials_file_formats(tmp_path, text, expect):
 
 
 @pytest.mark.parametrize("text", ["justapassword", ":s3cr3t", "username: x\nuser: y\n",
-                                  "- a\n- s3cr3t\n", "{broken"])
+                                  "- a\n- s3cr3t\n", "{broken", b"admin:s3cr3t\xff"])
 def test_bad_credentials_file_is_one_clear_error_without_the_content(tmp_path, text):
     f = tmp_path / "bmc.cred"
-    f.write_text(text)
+    f.write_bytes(text if isinstance(text, bytes) else text.encode())
     with pytest.raises(CredentialsError, match=str(f)) as err:
         load_credentials(str(f), "U", "P", environ={})
     assert "s3cr3t" not in str(err.value) and "justapassword" not in str(err.value)

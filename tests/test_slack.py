@@ -235,8 +235,12 @@ def test_read_credential(tmp_path, file_name, env, creds_dir, expected):
     ("slack-token", {}, "is relative but $CREDENTIALS_DIRECTORY is not set"),
     ("/nonexistent/token", {}, "cannot read Slack bot token file /nonexistent/token: No such file"),
     ("", {}, "no Slack bot token: set a file in the configuration or the environment variable AU_TOK"),
+    ("NOT_UTF8", {}, "cannot read Slack bot token file {tmp}/token: not UTF-8 text (byte 6)"),
 ])
-def test_read_credential_errors(file_name, environ, message):
+def test_read_credential_errors(tmp_path, file_name, environ, message):
+    if file_name == "NOT_UTF8":
+        (tmp_path / "token").write_bytes(b"xoxb-\xff-s3cret")
+        file_name, message = str(tmp_path / "token"), message.format(tmp=tmp_path)
     with pytest.raises(SlackError, match=None) as err:
         read_credential(file_name, "AU_TOK", "Slack bot token", environ)
     assert message in str(err.value)

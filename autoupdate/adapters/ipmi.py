@@ -27,6 +27,7 @@ import yaml
 
 from .. import proc
 from ..ports import PowerError
+from ..textfile import read_text
 
 log = structlog.get_logger("autoupdate.ipmi")
 
@@ -87,7 +88,7 @@ def load_credentials(file: str, username_env: str, password_env: str,
             path = Path(base) / path
         try:
             mode = path.stat().st_mode
-            text = path.read_text()
+            text = read_text(path)
         except OSError as exc:
             raise CredentialsError(f"BMC credentials file {path}: cannot read: "
                                    f"{exc.strerror or exc}") from None

@@ -36,6 +36,7 @@ from slack_sdk.webhook import WebhookClient
 
 from ..model import Event
 from ..ports import AdapterError
+from ..textfile import read_text
 
 log = structlog.get_logger("autoupdate.slack")
 
@@ -74,7 +75,7 @@ def read_credential(file_name: str, env_name: str, what: str, environ=os.environ
                                  "not set (use an absolute path, or systemd's LoadCredential=)")
             path = Path(base) / path
         try:
-            value = path.read_text().strip()
+            value = read_text(path).strip()
         except OSError as exc:
             raise SlackError(f"cannot read {what} file {path}: {exc.strerror or exc}") from None
         if not value:

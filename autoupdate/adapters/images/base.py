@@ -7,11 +7,11 @@ a message or a log line.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ... import proc
 from ...ports import ImageError
+from ...textfile import read_text
 
 MODES = ("reload", "reprovision")
 
@@ -37,7 +37,7 @@ def read_secret(path: str, what: str) -> str:
     if not path:
         return ""
     try:
-        value = Path(path).read_text().strip()
+        value = read_text(path).strip()
     except OSError as exc:
         raise ImageError(f"cannot read {what} file {path}: {exc.strerror or exc}") from None
     if not value:
