@@ -269,6 +269,22 @@ def test_expand(text, expected):
         assert expand(text) == list(NodeSet(text.strip()))
 
 
+# NodeSet would build every name (minutes, gigabytes): refused on an upper bound first.
+@pytest.mark.parametrize("text", ["n[1-100000000]", "n[1-1001][1-1000]", "a[1-600000],b[1-600000]",
+                                  "n[1-10]!m[1-2000000]"])
+def test_expand_refuses_a_hostlist_bigger_than_any_cluster(text):
+    from autoupdate.nodeset import HostlistError, expand
+    with pytest.raises(HostlistError, match="names more than 1,000,000 nodes"):
+        expand(text)
+
+
+@pytest.mark.parametrize("text, size", [("rack[1-10]n[01-64]", 640), ("n[1-5]!n2", 4), ("n[1-9/2]", 5),
+                                        ("n[1-1000],gpu[1-8]", 1008)])
+def test_the_bound_lets_real_hostlists_through(text, size):
+    from autoupdate.nodeset import _at_most, expand
+    assert len(expand(text)) == size <= _at_most(text)
+
+
 def test_expand_refuses_a_bad_hostlist_by_name():
     from autoupdate.nodeset import HostlistError, expand
     with pytest.raises(HostlistError, match=r"invalid hostlist 'n\[01-'"):
