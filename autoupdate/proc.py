@@ -57,8 +57,11 @@ def run(argv: Sequence[str], *, timeout: float, check: bool = False, input: str 
         full_env.update(env)
     started = time.monotonic()
     try:
-        cp = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, input=input,
-                            env=full_env, cwd=cwd, stdin=None if input is not None else subprocess.DEVNULL)
+        # Output is text, whatever bytes it holds: a job name or a drain reason a user typed in
+        # Latin-1 shows up in squeue's output, and must not make every tick fail to decode it.
+        cp = subprocess.run(argv, capture_output=True, encoding="utf-8", errors="replace", timeout=timeout,
+                            input=input, env=full_env, cwd=cwd,
+                            stdin=None if input is not None else subprocess.DEVNULL)
     except FileNotFoundError:
         raise CommandError(argv, f"{name}: command not found") from None
     except PermissionError:

@@ -108,6 +108,18 @@ def test_human_drain_is_seen_as_not_ours(wm, slurm_rig):
     assert (info.reason, info.reason_user) == ("bad dimm, ticket 42", "root")
 
 
+def test_a_reason_and_a_job_name_that_are_not_utf8_are_read(wm, slurm_rig):
+    """Typed in a Latin-1 terminal: the raw byte reaches Slurm and comes back in every read."""
+    latin1 = b"caf\xe9".decode("utf-8", "surrogateescape")  # argv carries it as the byte 0xe9
+    slurm_rig.scontrol("update", "nodename=node004", "state=drain", f"reason=disk {latin1}")
+    job = slurm_rig.submit(["sleep", "30"], nodes="node002", time_limit="2", name=f"run-{latin1}")
+    slurm_rig.wait_job(job, {"RUNNING"})
+    snap = wm.snapshot()
+    info = snap.nodes["node004"]
+    assert info.drained and not info.drained_by_autoupdate and info.reason.startswith("disk caf"), info.reason
+    assert [j.nodes for j in snap.jobs if j.job_id == job] == [("node002",)]
+
+
 @pytest.mark.parametrize("nextstate", ["DOWN", "RESUME"])
 def test_reboot_through_slurm_then_verify_then_resume(wm, slurm_rig, nextstate):
     """What the engine does: drain, reboot (RebootProgram boots the staged image), poll until

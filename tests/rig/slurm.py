@@ -273,8 +273,8 @@ class SlurmRig:
 
     # --- commands ------------------------------------------------------------------------------
     def run(self, argv: Sequence[str], check: bool = True, timeout: float = 30.0) -> subprocess.CompletedProcess:
-        cp = subprocess.run(list(argv), env=self.env, capture_output=True, text=True, timeout=timeout,
-                            stdin=subprocess.DEVNULL)
+        cp = subprocess.run(list(argv), env=self.env, capture_output=True, encoding="utf-8", errors="replace",
+                            timeout=timeout, stdin=subprocess.DEVNULL)
         if check and cp.returncode != 0:
             raise RigError(f"{' '.join(argv)}: {cp.stderr.strip() or cp.stdout.strip()}")
         return cp
