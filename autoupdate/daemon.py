@@ -11,7 +11,7 @@ import structlog
 from apscheduler.schedulers.blocking import BlockingScheduler
 
 from .config import ConfigError, Settings, load_config
-from .engine.engine import WAKE_DELAY, Engine
+from .engine.engine import WAKE_DELAY, Engine, TickReport
 from .model import RolloutState
 from .safety import SafetyError
 from .store import Store
@@ -57,6 +57,7 @@ class Service:
         self._deadline: float | None = None
         self._reload = threading.Event()
         self._ticks = 0
+        self._failing = ""  # the error of the failing tick, while it fails (said once)
         # Jobs run in APScheduler's threads; the store closes only once none is running.
         self._busy = threading.Lock()
         self._stopping = threading.Event()
@@ -80,7 +81,12 @@ class Service:
             self._reload.clear()
             self.reload()
         self.supervision.before_tick(self)
-        report = self.engine.tick()
+        try:
+            report = self.engine.tick()
+        except Exception as exc:  # noqa: BLE001 - a bug: see _tick_failed
+            report = self._tick_failed(exc)
+        else:
+            self._tick_works()
         self.supervision.after_tick(self, report)
         self._look_again(report)
         self._ticks += 1
@@ -92,6 +98,25 @@ class Service:
                 self._exit(EXIT_HALTED if halted else EXIT_OK, "nothing left to do: exiting")
         if self._deadline is not None and time.monotonic() > self._deadline:
             self._exit(4, "--max-seconds reached: exiting")
+
+    def _tick_failed(self, exc: Exception) -> TickReport:
+        """A bug in the tick. Nothing more is done this tick (each phase was persisted before its
+        action, as for a crash); the loop lives on and pings the watchdog, as in a Slurm outage,
+        rather than be restarted by systemd every two minutes in silence. It says so: the
+        traceback once in the log, once to people, again only if the error changes."""
+        what = f"{type(exc).__name__}: {exc}"
+        if what != self._failing:
+            self._failing = what
+            log.exception("tick failed: no node work until this is fixed", error=what)
+            self.engine.emit("tick.failed", f"the control loop failed ({what}): no node work until this "
+                             "is fixed (traceback in the log)", needs_human=True)
+        self.engine.last_report = TickReport(at=time.time(), ok=False, error=f"tick failed: {what}")
+        return self.engine.last_report
+
+    def _tick_works(self) -> None:
+        if self._failing:
+            self._failing = ""
+            self.engine.emit("tick.recovered", "the control loop works again")
 
     def _exit(self, code: int, why: str) -> None:
         """Stop the loop once: a later tick (or the deadline in the same one) changes nothing."""

@@ -233,6 +233,62 @@ def test_slurm_outage_keeps_pinging_but_last_good_tick_stays(tmp_path, monkeypat
         notify.close()
 
 
+class Recorder:
+    """A notifier that keeps every event."""
+
+    def __init__(self):
+        self.events = []
+
+    def notify(self, event):
+        self.events.append(event)
+
+    def kinds(self):
+        return [e.kind for e in self.events if e.kind.startswith("tick.")]
+
+
+def test_a_bug_in_the_tick_is_said_once_and_the_loop_lives_on(tmp_path, monkeypatch):
+    # Not a traceback per poll in the journal and a silent restart by the watchdog every two
+    # minutes: one message to people, the loop alive (pinging), and a word when it works again.
+    setup = Setup(tmp_path)
+    notify = NotifySocket(tmp_path / "notify")
+    monkeypatch.setenv("NOTIFY_SOCKET", notify.path)
+    monkeypatch.setenv("WATCHDOG_USEC", "1000000")
+    service = Service(load_config(setup.config_path), str(setup.config_path))
+    recorder = Recorder()
+    service.engine.notifiers.append(recorder)
+    broken = threading.Event()
+    calls = {"failed": 0}
+    real_tick = service.engine.tick
+
+    def tick():
+        if broken.is_set():
+            calls["failed"] += 1
+            raise KeyError("node042")
+        return real_tick()
+    service.engine.tick = tick
+    thread = run_in_thread(service, max_seconds=20)
+    try:
+        wait_until(lambda: notify.has("READY=1"), 20, what="READY")
+        broken.set()
+        failing = time.monotonic()
+        wait_until(lambda: calls["failed"] >= 5, 10, what="failing ticks")
+        time.sleep(0.6)
+        assert recorder.kinds() == ["tick.failed"]
+        assert "KeyError: 'node042'" in recorder.events[-1].message and recorder.events[-1].needs_human
+        assert service.engine.last_report.ok is False and "KeyError" in service.engine.last_report.error
+        assert len(notify.times("WATCHDOG=1", failing)) >= 3  # alive: systemd does not restart it
+        errors = service.supervision.metrics.registry.get_sample_value("autoupdate_ticks_total", {"result": "error"})
+        assert errors >= 5, errors
+        broken.clear()
+        wait_until(lambda: recorder.kinds() == ["tick.failed", "tick.recovered"], 10, what="recovered")
+        wait_until(lambda: service.engine.last_report.ok, 5, what="a good tick")
+    finally:
+        broken.clear()
+        service.scheduler.shutdown(wait=False)
+        thread.join(30)
+        notify.close()
+
+
 def ticks(service: Service, n: int, pause: float = 0.05):
     for _ in range(n):
         service._tick_job()

@@ -54,6 +54,7 @@ ICONS = {
     "node.failed": ":x:", "node.attempt_failed": ":warning:", "paused": ":double_vertical_bar:",
     "resumed": ":arrow_forward:", "config.rejected": ":no_entry_sign:", "config.reloaded": ":gear:",
     "source.force_push": ":warning:", "source.error": ":warning:", "rollout.progress": ":bar_chart:",
+    "tick.failed": ":rotating_light:", "tick.recovered": ":white_check_mark:",
 }
 
 
