@@ -57,7 +57,7 @@ class Service:
         self._deadline: float | None = None
         self._reload = threading.Event()
         self._ticks = 0
-        self._failing = ""  # the error of the failing tick, while it fails (said once)
+        self._failing: dict[str, str] = {}  # job -> its error, while it fails (said once)
         # Jobs run in APScheduler's threads; the store closes only once none is running.
         self._busy = threading.Lock()
         self._stopping = threading.Event()
@@ -74,7 +74,12 @@ class Service:
 
     # --- jobs ---------------------------------------------------------------------------------
     def _fetch_job(self) -> None:
-        self.engine.fetch()
+        try:
+            self.engine.fetch()
+        except Exception as exc:  # noqa: BLE001 - a bug: see _failed
+            self._failed("fetch", exc)
+        else:
+            self._works("fetch")
 
     def _tick_job(self) -> None:
         if self._reload.is_set() or self.supervision.config_changed():
@@ -83,10 +88,11 @@ class Service:
         self.supervision.before_tick(self)
         try:
             report = self.engine.tick()
-        except Exception as exc:  # noqa: BLE001 - a bug: see _tick_failed
-            report = self._tick_failed(exc)
+        except Exception as exc:  # noqa: BLE001 - a bug: see _failed
+            what = self._failed("tick", exc)
+            report = self.engine.last_report = TickReport(at=time.time(), ok=False, error=f"tick failed: {what}")
         else:
-            self._tick_works()
+            self._works("tick")
         self.supervision.after_tick(self, report)
         self._look_again(report)
         self._ticks += 1
@@ -99,24 +105,26 @@ class Service:
         if self._deadline is not None and time.monotonic() > self._deadline:
             self._exit(4, "--max-seconds reached: exiting")
 
-    def _tick_failed(self, exc: Exception) -> TickReport:
-        """A bug in the tick. Nothing more is done this tick (each phase was persisted before its
-        action, as for a crash); the loop lives on and pings the watchdog, as in a Slurm outage,
-        rather than be restarted by systemd every two minutes in silence. It says so: the
-        traceback once in the log, once to people, again only if the error changes."""
-        what = f"{type(exc).__name__}: {exc}"
-        if what != self._failing:
-            self._failing = what
-            log.exception("tick failed: no node work until this is fixed", error=what)
-            self.engine.emit("tick.failed", f"the control loop failed ({what}): no node work until this "
-                             "is fixed (traceback in the log)", needs_human=True)
-        self.engine.last_report = TickReport(at=time.time(), ok=False, error=f"tick failed: {what}")
-        return self.engine.last_report
+    # A bug (an exception no adapter error covers) in a job. Nothing more is done this time
+    # (each phase was persisted before its action, as for a crash); the loop lives on and pings
+    # the watchdog, as in a Slurm outage, rather than be restarted by systemd every two minutes
+    # in silence. It says so: the traceback once in the log, once to people, again only if the
+    # error changes, and a word when the job works again.
+    _WHAT = {"tick": ("the control loop", "no node work"), "fetch": ("reading the repository", "no new commit")}
 
-    def _tick_works(self) -> None:
-        if self._failing:
-            self._failing = ""
-            self.engine.emit("tick.recovered", "the control loop works again")
+    def _failed(self, job: str, exc: Exception) -> str:
+        what = f"{type(exc).__name__}: {exc}"
+        if what != self._failing.get(job):
+            self._failing[job] = what
+            name, consequence = self._WHAT[job]
+            log.exception(f"{job} failed: {consequence} until this is fixed", error=what)
+            self.engine.emit(f"{job}.failed", f"{name} failed ({what}): {consequence} until this is fixed "
+                             "(traceback in the log)", needs_human=True)
+        return what
+
+    def _works(self, job: str) -> None:
+        if self._failing.pop(job, None):
+            self.engine.emit(f"{job}.recovered", f"{self._WHAT[job][0]} works again")
 
     def _exit(self, code: int, why: str) -> None:
         """Stop the loop once: a later tick (or the deadline in the same one) changes nothing."""

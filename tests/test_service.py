@@ -242,11 +242,9 @@ class Recorder:
     def notify(self, event):
         self.events.append(event)
 
-    def kinds(self):
-        return [e.kind for e in self.events if e.kind.startswith("tick.")]
 
-
-def test_a_bug_in_the_tick_is_said_once_and_the_loop_lives_on(tmp_path, monkeypatch):
+@pytest.mark.parametrize("job", ["tick", "fetch"])
+def test_a_bug_in_a_job_is_said_once_and_the_loop_lives_on(tmp_path, monkeypatch, job):
     # Not a traceback per poll in the journal and a silent restart by the watchdog every two
     # minutes: one message to people, the loop alive (pinging), and a word when it works again.
     setup = Setup(tmp_path)
@@ -258,29 +256,32 @@ def test_a_bug_in_the_tick_is_said_once_and_the_loop_lives_on(tmp_path, monkeypa
     service.engine.notifiers.append(recorder)
     broken = threading.Event()
     calls = {"failed": 0}
-    real_tick = service.engine.tick
+    real = getattr(service.engine, job)
 
-    def tick():
+    def buggy():
         if broken.is_set():
             calls["failed"] += 1
             raise KeyError("node042")
-        return real_tick()
-    service.engine.tick = tick
+        return real()
+    setattr(service.engine, job, buggy)
     thread = run_in_thread(service, max_seconds=20)
+    kinds = lambda: [e.kind for e in recorder.events if e.kind.startswith(f"{job}.")]  # noqa: E731
     try:
         wait_until(lambda: notify.has("READY=1"), 20, what="READY")
         broken.set()
         failing = time.monotonic()
-        wait_until(lambda: calls["failed"] >= 5, 10, what="failing ticks")
+        wait_until(lambda: calls["failed"] >= 4, 10, what=f"failing {job}s")
         time.sleep(0.6)
-        assert recorder.kinds() == ["tick.failed"]
+        assert kinds() == [f"{job}.failed"]
         assert "KeyError: 'node042'" in recorder.events[-1].message and recorder.events[-1].needs_human
-        assert service.engine.last_report.ok is False and "KeyError" in service.engine.last_report.error
         assert len(notify.times("WATCHDOG=1", failing)) >= 3  # alive: systemd does not restart it
-        errors = service.supervision.metrics.registry.get_sample_value("autoupdate_ticks_total", {"result": "error"})
-        assert errors >= 5, errors
+        if job == "tick":
+            assert service.engine.last_report.ok is False and "KeyError" in service.engine.last_report.error
+            errors = service.supervision.metrics.registry.get_sample_value("autoupdate_ticks_total",
+                                                                            {"result": "error"})
+            assert errors >= 4, errors
         broken.clear()
-        wait_until(lambda: recorder.kinds() == ["tick.failed", "tick.recovered"], 10, what="recovered")
+        wait_until(lambda: kinds() == [f"{job}.failed", f"{job}.recovered"], 10, what="recovered")
         wait_until(lambda: service.engine.last_report.ok, 5, what="a good tick")
     finally:
         broken.clear()

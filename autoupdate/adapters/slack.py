@@ -55,6 +55,7 @@ ICONS = {
     "resumed": ":arrow_forward:", "config.rejected": ":no_entry_sign:", "config.reloaded": ":gear:",
     "source.force_push": ":warning:", "source.error": ":warning:", "rollout.progress": ":bar_chart:",
     "tick.failed": ":rotating_light:", "tick.recovered": ":white_check_mark:",
+    "fetch.failed": ":rotating_light:", "fetch.recovered": ":white_check_mark:",
 }
 
 
