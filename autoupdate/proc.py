@@ -66,8 +66,11 @@ def run(argv: Sequence[str], *, timeout: float, check: bool = False, input: str 
         raise CommandError(argv, f"{name}: command not found") from None
     except PermissionError:
         raise CommandError(argv, f"{name}: permission denied") from None
-    except subprocess.TimeoutExpired:
-        raise CommandError(argv, f"{name}: timed out after {timeout:g}s") from None
+    except subprocess.TimeoutExpired as exc:
+        # What it said before it was stopped is often why (scontrol retrying a missing slurm.conf).
+        said = (exc.stderr or b"").decode("utf-8", "replace").strip().splitlines()
+        raise CommandError(argv, f"{name}: timed out after {timeout:g}s" + (f" ({said[-1][:200]})" if said else "")) \
+            from None
     result = Result(argv, cp.returncode, cp.stdout, cp.stderr, time.monotonic() - started)
     log.debug("command", argv=argv[:6], rc=cp.returncode, seconds=round(result.seconds, 3))
     if check and not result.ok:

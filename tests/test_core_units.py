@@ -289,3 +289,19 @@ def test_expand_refuses_a_bad_hostlist_by_name():
     from autoupdate.nodeset import HostlistError, expand
     with pytest.raises(HostlistError, match=r"invalid hostlist 'n\[01-'"):
         expand("n[01-")
+
+
+# proc.run, the one place commands run: what comes back, and what its errors say.
+@pytest.mark.parametrize("script, timeout, expected", [
+    ("printf 'caf\\351\\n'", 5, "out:caf\ufffd\n"),  # not UTF-8: replaced, not a UnicodeDecodeError
+    ("echo retrying >&2; echo 'cannot stat file /etc/slurm.conf' >&2; sleep 5", 0.5,
+     "error:bash: timed out after 0.5s (cannot stat file /etc/slurm.conf)"),  # why it hung
+    ("sleep 5", 0.5, "error:bash: timed out after 0.5s"),
+])
+def test_proc_run(script, timeout, expected):
+    from autoupdate import proc
+    try:
+        got = "out:" + proc.run(["bash", "-c", script], timeout=timeout).stdout
+    except proc.CommandError as exc:
+        got = f"error:{exc}"
+    assert got == expected
