@@ -101,9 +101,9 @@ def run(ctx: click.Context, exit_when_done: bool, max_seconds: float | None) -> 
     """Run the service loop."""
     from . import logs
     from .daemon import Service
+    from .store import StoreError
     settings, path = _load(ctx)
     logs.configure(settings.control.log_format, settings.control.log_level)
-    from .store import StoreError
     try:
         code = Service(settings, path).run(exit_when_done=exit_when_done, max_seconds=max_seconds)
     except (BackendError, AdapterError, StoreError) as exc:

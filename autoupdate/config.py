@@ -522,15 +522,15 @@ def _problems(exc: ValidationError) -> list[str]:
         by_key.setdefault(_loc(err["loc"]), []).append(err)
     out = set()
     for key, errs in by_key.items():
-        wrong_type = [e for e in errs if e["type"] in _TYPE_NAMES]
-        if len(wrong_type) == len(errs) and any(k.startswith((f"{key}.", f"{key}[")) for k in by_key):
+        other = [e for e in errs if e["type"] not in _TYPE_NAMES]
+        if not other and any(k.startswith((f"{key}.", f"{key}[")) for k in by_key):
             continue  # the value had the form of a map or list: what is wrong is inside it
-        if len(wrong_type) > 1 and len(wrong_type) == len(errs):
-            forms = list(dict.fromkeys(_TYPE_NAMES[e["type"]] for e in wrong_type))
+        if not other and len(errs) > 1:
+            forms = list(dict.fromkeys(_TYPE_NAMES[e["type"]] for e in errs))
             out.add(f"{key}: expected {', '.join(forms[:-1])} or {forms[-1]}" if len(forms) > 1
                     else f"{key}: expected {forms[0]}")
             continue
-        for err in [e for e in errs if e not in wrong_type] or errs:
+        for err in other or errs:
             msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
             out.add(f"{key}: {msg}")
     return sorted(out)

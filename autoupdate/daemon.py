@@ -90,7 +90,8 @@ class Service:
             report = self.engine.tick()
         except Exception as exc:  # noqa: BLE001 - a bug: see _failed
             what = self._failed("tick", exc)
-            report = self.engine.last_report = TickReport(at=time.time(), ok=False, error=f"tick failed: {what}")
+            report = self.engine.last_report = TickReport(at=self.engine.clock.now(), ok=False,
+                                                          error=f"tick failed: {what}")
         else:
             self._works("tick")
         self.supervision.after_tick(self, report)

@@ -68,7 +68,8 @@ def run(argv: Sequence[str], *, timeout: float, check: bool = False, input: str 
         raise CommandError(argv, f"{name}: permission denied") from None
     except subprocess.TimeoutExpired as exc:
         # What it said before it was stopped is often why (scontrol retrying a missing slurm.conf).
-        said = (exc.stderr or b"").decode("utf-8", "replace").strip().splitlines()
+        said = exc.stderr or b""  # bytes, even in text mode
+        said = (said.decode("utf-8", "replace") if isinstance(said, bytes) else said).strip().splitlines()
         raise CommandError(argv, f"{name}: timed out after {timeout:g}s" + (f" ({said[-1][:200]})" if said else "")) \
             from None
     result = Result(argv, cp.returncode, cp.stdout, cp.stderr, time.monotonic() - started)

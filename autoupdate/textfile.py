@@ -1,6 +1,6 @@
 """Reading a text file a human wrote (configuration, credentials): bytes that are not UTF-8 are
 one more reason it cannot be read, an OSError like the others, not a UnicodeDecodeError that
-every caller forgets (and that would print the content's neighbourhood of a secret)."""
+every caller forgets (a traceback, whose message quotes a byte of what may be a secret)."""
 from __future__ import annotations
 
 from pathlib import Path

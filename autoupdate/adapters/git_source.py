@@ -13,13 +13,12 @@ from ..model import Revision
 from ..ports import SourceError
 
 
-_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^/@:\s]*)(?P<password>:[^/@\s]*)?@",
-                       re.IGNORECASE)
-
-
 # A server that wants credentials gets none and git fails at once, rather than asking on the
 # admin's terminal (`autoupdate plan`) and holding the command until the fetch timeout.
 _NO_PROMPT = {"GIT_TERMINAL_PROMPT": "0"}
+
+_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^/@:\s]*)(?P<password>:[^/@\s]*)?@",
+                       re.IGNORECASE)
 
 
 def _hide(m: re.Match) -> str:

@@ -153,7 +153,8 @@ def run_start_point(spec: TraceSpec, trace: Trace, index: int, start: float, war
             deficit_nh=(ref_busy[back] - busy) / spec.cores / 3600,
             killed=cluster.stats.jobs_killed - base.stats.jobs_killed, max_out=cluster.stats.max_out_of_service,
             wait_mean_h=statistics.fmean(extra) if extra else 0.0, wait_p95_h=percentile(extra, 0.95),
-            wait_total_h=math.fsum(extra), budget=budget, timeline=[((t - t0) / 3600, out) for t, out in cluster.stats.timeline if t >= t0]))
+            wait_total_h=math.fsum(extra), budget=budget,
+            timeline=[((t - t0) / 3600, out) for t, out in cluster.stats.timeline if t >= t0]))
     return point
 
 
