@@ -15,6 +15,7 @@ class HostlistError(ValueError):
 # jobs run on one node, and a 50,000-job queue is read every tick: this skips NodeSet for them.
 _PLAIN = re.compile(r"[A-Za-z0-9_.-]+")
 MAX_NODES = 1_000_000
+_SPACE = re.compile(r"\s")
 
 
 def expand(text: str | Iterable[str] | None) -> list[str]:
@@ -33,9 +34,16 @@ def expand(text: str | Iterable[str] | None) -> list[str]:
     if _at_most(text) > MAX_NODES:
         raise HostlistError(f"hostlist {text!r} names more than {MAX_NODES:,} nodes")
     try:
-        return list(NodeSet(text))
+        names = list(NodeSet(text))
     except NodeSetException as exc:
         raise HostlistError(f"invalid hostlist {text!r}: {exc}") from None
+    # NodeSet keeps a space inside a name: "login[1-2] ctl1" is 'login1 ctl1', 'login2 ctl1', which
+    # no node is called. As a blacklist it would protect nothing, without a word.
+    spaced = next((n for n in names if _SPACE.search(n)), None)
+    if spaced is not None:
+        raise HostlistError(f"invalid hostlist {text!r}: {spaced!r} has a space in it "
+                            "(separate node names with commas)")
+    return names
 
 
 _OPERAND = re.compile(r"[,!&^](?![^\[]*\])")  # NodeSet's operators, outside brackets

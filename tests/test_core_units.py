@@ -24,6 +24,8 @@ REPO = {"repository": {"url": "/x"}}
     ({**REPO, "rollout": {"max_unavailable": "ten"}}, "rollout.max_unavailable"),
     ({**REPO, "rollout": {"max_attempts": 0}}, "rollout.max_attempts: Input should be greater than or equal to 1"),
     ({**REPO, "nodes": {"blacklist": "node[1-"}}, "nodes.blacklist: invalid hostlist"),
+    ({**REPO, "nodes": {"blacklist": "login[1-2] ctl1"}}, "nodes.blacklist: invalid hostlist"),  # protects no one
+    ({**REPO, "nodes": {"canaries": "n1 n2"}}, "nodes.canaries: invalid hostlist 'n1 n2': 'n1 n2' has a space"),
     ({**REPO, "nodes": {"blaklist": "n1"}}, "nodes.blaklist: unknown key"),
     ({**REPO, "cluster": {"backend": "lsf"}}, "cluster.backend"),
     ({**REPO, "detectors": [{"type": "path_rules", "rules": [{"glob": "x", "class": "maybe"}]}]},
@@ -285,10 +287,22 @@ def test_the_bound_lets_real_hostlists_through(text, size):
     assert len(expand(text)) == size <= _at_most(text)
 
 
-def test_expand_refuses_a_bad_hostlist_by_name():
+@pytest.mark.parametrize("text, culprit", [
+    ("n[01-", "n\\[01-'"),
+    # Names that no node has: as a blacklist they would protect nothing. Commas separate names.
+    ("login[1-2] ctl1", "login\\[1-2\\] ctl1': 'login1 ctl1' has a space in it"),
+    ("node 1", "node 1': 'node 1' has a space in it"),
+    ("n1,n2 n3", "n1,n2 n3': 'n2 n3' has a space in it"),
+])
+def test_expand_refuses_a_bad_hostlist_by_name(text, culprit):
     from autoupdate.nodeset import HostlistError, expand
-    with pytest.raises(HostlistError, match=r"invalid hostlist 'n\[01-'"):
-        expand("n[01-")
+    with pytest.raises(HostlistError, match="invalid hostlist '" + culprit):
+        expand(text)
+
+
+def test_expand_lets_spaces_around_commas_through():
+    from autoupdate.nodeset import expand
+    assert expand(" n1, n[2-3] ,n4 ") == ["n1", "n2", "n3", "n4"]
 
 
 # proc.run, the one place commands run: what comes back, and what its errors say.
