@@ -12,7 +12,8 @@ from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import (
-    AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator,
+    AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator,
+    model_validator,
 )
 
 from . import windows
@@ -33,6 +34,15 @@ class ConfigError(Exception):
         return [f"{self.source}: {p}" for p in self.problems]
 
 
+def _hostlist_text(value: Any) -> Any:
+    """A YAML list of hostlists (`[login1, "ctl[1-2]"]`) is their union, as one hostlist."""
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return ",".join(value)
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"expected a hostlist such as 'node[01-04],gpu1' or a list of them, got {value!r}")
+    return value
+
+
 def _hostlist(value: str | None) -> str | None:
     if value is None:
         return None
@@ -43,7 +53,15 @@ def _hostlist(value: str | None) -> str | None:
     return value
 
 
-Hostlist = Annotated[str, AfterValidator(_hostlist)]
+def _node_name(value: str) -> str:
+    """A key that is one node (a hypervisor), not a hostlist: 'hv[1-2]' would be a name no node has."""
+    if _hostlist(value) is not None and expand(value) != [value]:
+        raise ValueError(f"expected one node name, got {value!r}")
+    return value
+
+
+Hostlist = Annotated[str, BeforeValidator(_hostlist_text), AfterValidator(_hostlist)]
+NodeName = Annotated[str, AfterValidator(_node_name)]
 _AMOUNT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
 
 
@@ -122,7 +140,16 @@ class NodeLists(Section):
     blacklist: Hostlist = ""  # never touched
     whitelist: Hostlist | None = None  # if set, only these are managed
     canaries: Hostlist = ""
-    hypervisors: dict[str, Hostlist] = Field(default_factory=dict)  # hypervisor -> its VM nodes
+    hypervisors: dict[NodeName, Hostlist] = Field(default_factory=dict)  # hypervisor -> its VM nodes
+
+    @field_validator("whitelist")
+    @classmethod
+    def _whitelist_names_nodes(cls, value: str | None) -> str | None:
+        # `whitelist: ""` reads as "no whitelist" but would mean "manage no node": say which.
+        if value is not None and not expand(value):
+            raise ValueError("empty, so no node would be managed: leave the key out to manage every "
+                             "node, or name the nodes (to stop for a while: `autoupdate pause`)")
+        return value
 
 
 # --- detectors ---------------------------------------------------------------------------------
@@ -500,7 +527,7 @@ def _loc(loc: tuple) -> str:
     for item in loc:
         if isinstance(item, int):
             parts.append(f"[{item}]")
-        elif item in ("function-after", "tagged-union", "int", "str") \
+        elif item in ("function-after", "tagged-union", "int", "str", "[key]") \
                 or str(item).startswith(("function-", "union[", "dict[", "list[")):  # pydantic type tags, not keys ('strategy')
             continue
         else:

@@ -26,6 +26,9 @@ REPO = {"repository": {"url": "/x"}}
     ({**REPO, "nodes": {"blacklist": "node[1-"}}, "nodes.blacklist: invalid hostlist"),
     ({**REPO, "nodes": {"blacklist": "login[1-2] ctl1"}}, "nodes.blacklist: invalid hostlist"),  # protects no one
     ({**REPO, "nodes": {"canaries": "n1 n2"}}, "nodes.canaries: invalid hostlist 'n1 n2': 'n1 n2' has a space"),
+    ({**REPO, "nodes": {"blacklist": 5}}, "nodes.blacklist: expected a hostlist such as 'node[01-04],gpu1' or a list"),
+    ({**REPO, "nodes": {"whitelist": ""}}, "nodes.whitelist: empty, so no node would be managed"),  # not "no whitelist"
+    ({**REPO, "nodes": {"hypervisors": {"hv[1-2]": "vm[1-4]"}}}, "nodes.hypervisors.hv[1-2]: expected one node name"),
     ({**REPO, "nodes": {"blaklist": "n1"}}, "nodes.blaklist: unknown key"),
     ({**REPO, "cluster": {"backend": "lsf"}}, "cluster.backend"),
     ({**REPO, "detectors": [{"type": "path_rules", "rules": [{"glob": "x", "class": "maybe"}]}]},
@@ -37,6 +40,13 @@ def test_config_errors_name_the_key(data, problem):
     with pytest.raises(ConfigError) as exc:
         parse_config(data, "f.yaml")
     assert any(problem in p for p in exc.value.problems), exc.value.problems
+
+
+# A hostlist may also be a YAML list of hostlists: the same nodes as the comma-joined text.
+@pytest.mark.parametrize("value", [["login1", "ctl[1-2]"], "login1,ctl[1-2]", ["login1,ctl1", "ctl2"]])
+def test_a_hostlist_may_be_a_yaml_list(value):
+    lists = SafetyLists.from_settings(parse_config({**REPO, "nodes": {"blacklist": value}}, "f.yaml").nodes)
+    assert sorted(lists.blacklist) == ["ctl1", "ctl2", "login1"]
 
 
 _AMOUNT = "expected a count or a percentage such as '10%', got '150%'"
