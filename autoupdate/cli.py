@@ -94,7 +94,7 @@ def check_config(ctx: click.Context, file: str) -> None:
 
 @cli.command()
 @config_option
-@click.option("--exit-when-done", is_flag=True, help="exit once HEAD is rolled out (3 if halted)")
+@click.option("--exit-when-done", is_flag=True, help="exit once HEAD is read and rolled out (3 if halted)")
 @click.option("--max-seconds", type=float, default=None, help="exit after this long (tests)")
 @click.pass_context
 def run(ctx: click.Context, exit_when_done: bool, max_seconds: float | None) -> None:

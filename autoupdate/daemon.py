@@ -100,7 +100,7 @@ class Service:
         if self._exit_when_done and self._ticks > 1 and report.ok and self.engine.idle():
             latest = self.store.latest_rollout()
             head = self.store.get_meta("head")
-            if latest is None or latest.target == head or not head:
+            if head and (latest is None or latest.target == head):  # no head: never read, not done
                 halted = latest and latest.state in (RolloutState.HALTED, RolloutState.ERROR)
                 self._exit(EXIT_HALTED if halted else EXIT_OK, "nothing left to do: exiting")
         if self._deadline is not None and time.monotonic() > self._deadline:

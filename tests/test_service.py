@@ -400,6 +400,13 @@ def timed_rollout(tmp_path, sim: dict, nodes: dict, rollout: dict, control: dict
     return code, took, service, done
 
 
+def test_exit_when_done_does_not_call_a_repository_never_read_done(tmp_path):
+    setup = Setup(tmp_path, control={"poll_interval": 1})
+    setup.write_config(setup.changed(repository={"url": str(tmp_path / "no-such-repo.git")}))
+    code = Service(load_config(setup.config_path), str(setup.config_path)).run(exit_when_done=True, max_seconds=3)
+    assert code == 4, "exited as if rolled out, with no commit ever read"
+
+
 def test_finished_work_wakes_the_loop_before_the_next_poll(tmp_path):
     # poll_interval 30 s: the DRAIN rollout of 2 idle nodes (drain, apply, reboot, verify, resume)
     # can end within seconds only if each finished step wakes the loop at once.
