@@ -90,8 +90,8 @@ class NodeBase(str, enum.Enum):
 # State flags autoupdate understands. Adapters map their own spelling onto these; any flag
 # not listed is kept verbatim in NodeInfo.flags and makes the node "unknown": do not touch.
 _REBOOT_FLAGS = frozenset({"REBOOT_REQUESTED", "REBOOT_ISSUED"})
-KNOWN_FLAGS = frozenset({
-    "DRAIN", "DRAINING", "DRAINED", "REBOOT_REQUESTED", "REBOOT_ISSUED", "NOT_RESPONDING",
+KNOWN_FLAGS = _REBOOT_FLAGS | frozenset({
+    "DRAIN", "DRAINING", "DRAINED", "NOT_RESPONDING",
     "MAINTENANCE", "RESERVED", "POWERED_DOWN", "POWERING_DOWN", "POWERING_UP", "POWER_DOWN",
     "POWER_UP", "COMPLETING", "FAIL", "INVALID_REG", "CLOUD", "DYNAMIC_NORM", "PLANNED",
     "RESUME", "UNDRAIN", "BLOCKED", "REBOOT_CANCELED", "POWERED_OFF",
