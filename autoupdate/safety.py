@@ -23,30 +23,36 @@ class SafetyError(Exception):
 
 @dataclass(frozen=True)
 class SafetyLists:
-    blacklist: frozenset[str]
+    blacklist: frozenset[str]  # casefolded
     whitelist: frozenset[str] | None
     canaries: tuple[str, ...]
 
     @classmethod
     def from_settings(cls, lists: NodeLists) -> "SafetyLists":
-        black = frozenset(expand(lists.blacklist))
+        # The blacklist matches whatever the case: Slurm's names are case-sensitive, host names
+        # are not, and "Login1" was written to protect login1. The other lists match exactly.
+        black = frozenset(n.casefold() for n in expand(lists.blacklist))
         white = frozenset(expand(lists.whitelist)) if lists.whitelist is not None else None
         canaries = tuple(expand(lists.canaries))
+
+        def blacklisted(nodes) -> list[str]:
+            return [n for n in nodes if n.casefold() in black]
+
         clashes = []
-        if white is not None and black & white:
-            clashes.append(f"{fold(black & white)} in the blacklist and in the whitelist")
-        if black & set(canaries):
-            clashes.append(f"{fold(black & set(canaries))} in the blacklist and in the canaries")
+        if white is not None and blacklisted(white):
+            clashes.append(f"{fold(blacklisted(white))} in the blacklist and in the whitelist")
+        if blacklisted(canaries):
+            clashes.append(f"{fold(blacklisted(canaries))} in the blacklist and in the canaries")
         for hv, vms in lists.hypervisors.items():
-            vm_set = set(expand(vms)) | {hv}
-            if black & vm_set and not vm_set <= black:
-                clashes.append(f"{fold(black & vm_set)} blacklisted but hypervisor unit {hv} is not wholly")
+            unit = [*expand(vms), hv]
+            if blacklisted(unit) and len(blacklisted(unit)) < len(unit):
+                clashes.append(f"{fold(blacklisted(unit))} blacklisted but hypervisor unit {hv} is not wholly")
         if clashes:
             raise SafetyError("refusing to start: nodes " + "; ".join(clashes))
         return cls(black, white, canaries)
 
     def managed(self, node: str) -> bool:
-        if node in self.blacklist:
+        if node.casefold() in self.blacklist:
             return False
         return self.whitelist is None or node in self.whitelist
 

@@ -90,6 +90,7 @@ def test_resolve_amount(amount, total, minimum, expected):
     ({"blacklist": "n[1-3]", "whitelist": "n[3-9]"}, "n3 in the blacklist and in the whitelist"),
     ({"blacklist": "n[1-3]", "canaries": "n2,n7"}, "n2 in the blacklist and in the canaries"),
     ({"blacklist": "vm1", "hypervisors": {"hv1": "vm[1-2]"}}, "hypervisor unit hv1"),
+    ({"blacklist": "N[1-3]", "canaries": "n2,n7"}, "n2 in the blacklist and in the canaries"),  # any case
 ])
 def test_blacklist_overlap_refuses_to_start(lists, named):
     with pytest.raises(SafetyError) as exc:
@@ -99,9 +100,11 @@ def test_blacklist_overlap_refuses_to_start(lists, named):
 
 @pytest.mark.parametrize("white,node,managed", [
     (None, "n1", True), (None, "login1", False), ("n[1-4]", "n5", False), ("n[1-4]", "n2", True),
+    (None, "ctl1", False), (None, "LOGIN1", False),  # the blacklist protects a name in any case
+    ("n[1-4]", "N2", False),  # the whitelist takes a name only as written: the safe side
 ])
 def test_managed(white, node, managed):
-    lists = SafetyLists.from_settings(NodeLists(blacklist="login1", whitelist=white))
+    lists = SafetyLists.from_settings(NodeLists(blacklist="login1,CTL1", whitelist=white))
     assert lists.managed(node) is managed
 
 
