@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -26,6 +26,7 @@ class SafetyLists:
     blacklist: frozenset[str]  # casefolded
     whitelist: frozenset[str] | None
     canaries: tuple[str, ...]
+    _answers: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_settings(cls, lists: NodeLists) -> "SafetyLists":
@@ -52,9 +53,12 @@ class SafetyLists:
         return cls(black, white, canaries)
 
     def managed(self, node: str) -> bool:
-        if node.casefold() in self.blacklist:
-            return False
-        return self.whitelist is None or node in self.whitelist
+        # Asked for every node several times a tick: each name's answer is worked out once.
+        answer = self._answers.get(node)
+        if answer is None:
+            answer = self._answers[node] = node.casefold() not in self.blacklist and (
+                self.whitelist is None or node in self.whitelist)
+        return answer
 
 
 def managed_nodes(lists: SafetyLists, known: Iterable[str]) -> list[str]:
