@@ -43,19 +43,22 @@ def _hostlist_text(value: Any) -> Any:
     return value
 
 
-def _hostlist(value: str | None) -> str | None:
-    if value is None:
-        return None
+def _names(value: str) -> list[str]:
     try:
-        expand(value)
+        return expand(value)
     except HostlistError as exc:
         raise ValueError(str(exc)) from None
+
+
+def _hostlist(value: str | None) -> str | None:
+    if value is not None:
+        _names(value)
     return value
 
 
 def _node_name(value: str) -> str:
     """A key that is one node (a hypervisor), not a hostlist: 'hv[1-2]' would be a name no node has."""
-    if _hostlist(value) is not None and expand(value) != [value]:
+    if _names(value) != [value]:
         raise ValueError(f"expected one node name, got {value!r}")
     return value
 

@@ -37,9 +37,10 @@ def expand(text: str | Iterable[str] | None) -> list[str]:
         names = list(NodeSet(text))
     except NodeSetException as exc:
         raise HostlistError(f"invalid hostlist {text!r}: {exc}") from None
-    # NodeSet keeps a space inside a name: "login[1-2] ctl1" is 'login1 ctl1', 'login2 ctl1', which
-    # no node is called. As a blacklist it would protect nothing, without a word.
-    spaced = next((n for n in names if _SPACE.search(n)), None)
+    # NodeSet drops spaces around commas but keeps one inside a name: "login[1-2] ctl1" is
+    # 'login1 ctl1', 'login2 ctl1', which no node is called. As a blacklist it would protect
+    # nothing, without a word. (Slurm's hostlists, read every tick, have no space: one search.)
+    spaced = next((n for n in names if _SPACE.search(n)), None) if _SPACE.search(text) else None
     if spaced is not None:
         raise HostlistError(f"invalid hostlist {text!r}: {spaced!r} has a space in it "
                             "(separate node names with commas)")

@@ -40,14 +40,13 @@ class SafetyLists:
             return [n for n in nodes if n.casefold() in black]
 
         clashes = []
-        if white is not None and blacklisted(white):
-            clashes.append(f"{fold(blacklisted(white))} in the blacklist and in the whitelist")
-        if blacklisted(canaries):
-            clashes.append(f"{fold(blacklisted(canaries))} in the blacklist and in the canaries")
+        for name, nodes in (("whitelist", white or ()), ("canaries", canaries)):
+            if hit := blacklisted(nodes):
+                clashes.append(f"{fold(hit)} in the blacklist and in the {name}")
         for hv, vms in lists.hypervisors.items():
             unit = [*expand(vms), hv]
-            if blacklisted(unit) and len(blacklisted(unit)) < len(unit):
-                clashes.append(f"{fold(blacklisted(unit))} blacklisted but hypervisor unit {hv} is not wholly")
+            if (hit := blacklisted(unit)) and len(hit) < len(unit):
+                clashes.append(f"{fold(hit)} blacklisted but hypervisor unit {hv} is not wholly")
         if clashes:
             raise SafetyError("refusing to start: nodes " + "; ".join(clashes))
         return cls(black, white, canaries)
